@@ -1,0 +1,69 @@
+"""Typed domain errors. Each carries a stable code; adapters map codes to their wire format."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    INVALID = "invalid"  # malformed request or field
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"  # concurrent use of the same key/resource
+    REJECTED = "rejected"  # well-formed but refused by a business rule
+    UNAVAILABLE = "unavailable"  # a dependency (rates, acquirer) cannot serve now
+
+
+class DomainError(Exception):
+    kind: ErrorKind = ErrorKind.REJECTED
+    code: str = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+
+
+class InvalidRequest(DomainError):
+    kind = ErrorKind.INVALID
+    code = "invalid_request"
+
+
+class InvalidAmount(InvalidRequest):
+    code = "invalid_amount"
+
+
+class Unauthorized(DomainError):
+    kind = ErrorKind.UNAUTHORIZED
+    code = "unauthorized"
+
+
+class NotFound(DomainError):
+    kind = ErrorKind.NOT_FOUND
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    kind = ErrorKind.CONFLICT
+    code = "conflict"
+
+
+class BusinessRuleViolation(DomainError):
+    kind = ErrorKind.REJECTED
+    code = "rejected"
+
+
+class IllegalTransition(BusinessRuleViolation):
+    code = "illegal_transition"
+
+    def __init__(self, aggregate: str, current: str, target: str) -> None:
+        super().__init__(f"{aggregate} cannot move from {current} to {target}")
+        self.current = current
+        self.target = target
+
+
+class Unavailable(DomainError):
+    kind = ErrorKind.UNAVAILABLE
+    code = "unavailable"
