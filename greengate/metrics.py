@@ -1,0 +1,34 @@
+"""Prometheus metrics (multi-process aware when PROMETHEUS_MULTIPROC_DIR is set)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+HTTP_REQUESTS = Counter("greengate_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "greengate_http_request_seconds",
+    "HTTP request latency",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+ORDER_TRANSITIONS = Counter("greengate_order_transitions_total", "Exchange order status changes", ["to"])
+OUTBOX_RESULTS = Counter("greengate_outbox_results_total", "Outbox delivery outcomes", ["kind", "outcome"])
+OUTBOX_BACKLOG = Gauge("greengate_outbox_backlog", "Pending outbox rows", multiprocess_mode="max")
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

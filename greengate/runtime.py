@@ -1,0 +1,50 @@
+"""What a process holds while it runs: settings, the database, the keyring and outbound clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+
+from greengate.payouts import BitcoinCoreRpcPayout, BtcPayoutBackend, ManualPayout
+from greengate.security.encryption import Keyring
+from greengate.settings import Settings
+from greengate.store.db import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    http: httpx.AsyncClient = field(repr=False)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        return cls(
+            settings=settings,
+            db=Database(settings.database_url, pool_size=settings.db_pool_size),
+            keyring=Keyring.from_settings(settings.encryption_keys, settings.encryption_key_file),
+            http=httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.callback_timeout_seconds, connect=5.0),
+                follow_redirects=False,
+            ),
+        )
+
+    def btc_payout_backend(self) -> BtcPayoutBackend:
+        s = self.settings
+        if s.btc_payout_backend == "bitcoin_core":
+            return BitcoinCoreRpcPayout(
+                self.http,
+                s.bitcoin_rpc_url,
+                s.bitcoin_rpc_user or None,
+                s.bitcoin_rpc_password or None,
+                wallet=s.bitcoin_rpc_wallet or None,
+                fee_rate_sat_vb=s.bitcoin_fee_rate_sat_vb,
+                conf_target=s.bitcoin_conf_target,
+            )
+        return ManualPayout()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.db.dispose()

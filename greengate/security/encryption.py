@@ -1,0 +1,85 @@
+"""AES-256-GCM encryption at rest with a keyring: new writes use the first key, reads try the named key.
+
+Ciphertext text format: ``v1:<kid>:<base64url(nonce || ciphertext+tag)>``; the record's identity is
+the associated data, so a ciphertext copied into another row or column does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_VERSION = "v1"
+
+
+class DecryptionError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Keyring:
+    keys: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> Keyring:
+        keys: list[tuple[str, bytes]] = []
+        for item in filter(None, (p.strip() for p in spec.split(","))):
+            kid, sep, b64 = item.partition(":")
+            if not sep or not kid:
+                raise ValueError("encryption keys must look like 'kid:base64key'")
+            key = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+            if len(key) != 32:
+                raise ValueError(f"encryption key {kid} must be 32 bytes")
+            keys.append((kid, key))
+        if not keys:
+            raise ValueError("no encryption key configured")
+        return cls(tuple(keys))
+
+    @classmethod
+    def from_settings(cls, spec: str, key_file: str) -> Keyring:
+        if spec.strip():
+            return cls.parse(spec)
+        return cls.parse(_load_or_create_key_file(Path(key_file)))
+
+    def encrypt(self, plaintext: str, associated: str) -> str:
+        kid, key = self.keys[0]
+        nonce = os.urandom(12)
+        sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), associated.encode())
+        return f"{_VERSION}:{kid}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def decrypt(self, token: str, associated: str) -> str:
+        version, _, rest = token.partition(":")
+        kid, _, payload = rest.partition(":")
+        if version != _VERSION:
+            raise DecryptionError("unknown ciphertext version")
+        key = dict(self.keys).get(kid)
+        if key is None:
+            raise DecryptionError(f"encryption key {kid} is not configured")
+        raw = base64.urlsafe_b64decode(payload)
+        try:
+            return AESGCM(key).decrypt(raw[:12], raw[12:], associated.encode()).decode()
+        except InvalidTag:
+            raise DecryptionError("ciphertext does not decrypt with its key") from None
+
+    def needs_rotation(self, token: str) -> bool:
+        return token.split(":", 2)[1] != self.keys[0][0]
+
+
+def new_key_spec(kid: str = "k1") -> str:
+    return f"{kid}:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
+
+
+def _load_or_create_key_file(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    spec = new_key_spec()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(spec + "\n")
+    return spec

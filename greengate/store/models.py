@@ -1,0 +1,262 @@
+"""SQLAlchemy models. Money columns hold integer minor units; rates and percentages are decimal text."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from greengate.store.types import BigIntPK, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(8), default="test")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    api_secret_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    secret_key_enc: Mapped[str | None] = mapped_column(Text)
+    payout_secret_enc: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
+    default_wallet: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Direction(Base):
+    __tablename__ = "directions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payment_method: Mapped[str] = mapped_column(String(32), unique=True)
+    from_currency: Mapped[str] = mapped_column(String(8))
+    to_currency: Mapped[str] = mapped_column(String(8), default="BTC")
+    status: Mapped[int] = mapped_column(Integer, default=1)
+    order_ttl: Mapped[int] = mapped_column(Integer, default=30)
+    min_amount: Mapped[int] = mapped_column(BigInteger)
+    max_amount: Mapped[int] = mapped_column(BigInteger)
+    commission_percent: Mapped[str] = mapped_column(String(16), default="0")
+    fullname: Mapped[str] = mapped_column(String(200))
+    rate_source: Mapped[str] = mapped_column(String(100), default="fixed")
+    unique_amounts: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How far (in minor units) a payable amount may be moved to keep it unique on a requisite.
+    unique_amount_span: Mapped[int] = mapped_column(Integer, default=100)
+    # Underpayment accepted (re-priced) when within this percentage of the payable amount.
+    underpay_tolerance_percent: Mapped[str] = mapped_column(String(16), default="0")
+    reserve_sat: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Requisite(Base):
+    __tablename__ = "requisites"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payment_method: Mapped[str] = mapped_column(String(32), index=True)
+    number_enc: Mapped[str] = mapped_column(Text)
+    number_masked: Mapped[str] = mapped_column(String(40))
+    # Keyed hash of the number so an incoming transfer can name the requisite without decrypting all.
+    number_digest: Mapped[str] = mapped_column(String(64), index=True)
+    bank: Mapped[str] = mapped_column(String(100), default="")
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    daily_limit: Mapped[int | None] = mapped_column(BigInteger)
+    turnover_limit: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Rate(Base):
+    __tablename__ = "rates"
+    __table_args__ = (UniqueConstraint("source", "base", "quote"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))
+    base: Mapped[str] = mapped_column(String(8))
+    quote: Mapped[str] = mapped_column(String(8))
+    rate: Mapped[str] = mapped_column(String(40))
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExchangeOrder(Base):
+    __tablename__ = "exchange_orders"
+    __table_args__ = (
+        # The hard guarantee behind requisite allocation: an incoming transfer (requisite, amount)
+        # matches at most one awaiting order.
+        Index(
+            "uq_exchange_orders_awaiting_requisite_amount",
+            "requisite_id",
+            "amount_payable",
+            unique=True,
+            sqlite_where=text("status = 'awaiting'"),
+            postgresql_where=text("status = 'awaiting'"),
+        ),
+        Index("ix_exchange_orders_merchant_id_id", "merchant_id", "id"),
+        Index("ix_exchange_orders_status_payment_method", "status", "payment_method"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id"))
+    payment_method: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    wallet: Mapped[str] = mapped_column(String(100))
+    currency: Mapped[str] = mapped_column(String(8))
+    from_amount: Mapped[int] = mapped_column(BigInteger)
+    amount_payable: Mapped[int] = mapped_column(BigInteger)
+    exchange_rate: Mapped[str] = mapped_column(String(40))
+    rate_source: Mapped[str] = mapped_column(String(100))
+    commission_percent: Mapped[str] = mapped_column(String(16))
+    amount_receivable: Mapped[int] = mapped_column(BigInteger)
+    requisite_id: Mapped[int | None] = mapped_column(ForeignKey("requisites.id"))
+    access_token: Mapped[str] = mapped_column(String(64), unique=True)
+    paid_amount: Mapped[int | None] = mapped_column(BigInteger)
+    txid: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OrderEvent(Base):
+    """Every status change of an exchange order, for the order's history."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("exchange_orders.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class IncomingTransfer(Base):
+    __tablename__ = "incoming_transfers"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    requisite_id: Mapped[int | None] = mapped_column(ForeignKey("requisites.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    # matched: applied to order_id; unmatched: no open order fits; review: held for the operator.
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("exchange_orders.id"))
+    note: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """Callbacks and scheduled jobs, written in the business transaction and run by the worker."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index(
+            "ix_outbox_pending_due",
+            "due_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    merchant_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    aggregate: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[str] = mapped_column(Text)
+    target_url: Mapped[str | None] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    request_body: Mapped[str] = mapped_column(Text, default="")
+    response_body: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("merchant_id", "scope", "key"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger)
+    scope: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AdminUser(Base):
+    __tablename__ = "admin_users"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    email: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="admin")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str] = mapped_column(String(60))
+    object_id: Mapped[str] = mapped_column(String(60))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
