@@ -1,0 +1,312 @@
+"""Exchange API routes (/api/v2): JSON in, JSON out, the spec's error shape for every failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from greengate.api.exchange import schemas
+from greengate.api.exchange.wire import direction_wire, dumps, error_body, error_status, order_wire
+from greengate.api.jsonbody import parse_json_object
+from greengate.clock import utcnow
+from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
+from greengate.domain.money import parse_amount
+from greengate.runtime import Runtime
+from greengate.security.tokens import constant_time_equals
+from greengate.services import idempotency
+from greengate.services.directions import list_directions
+from greengate.services.exchange_orders import (
+    CreateOrderRequest,
+    cancel_orders,
+    create_order,
+    orders_of,
+)
+from greengate.services.merchants import authenticate_api_secret
+from greengate.services.rates import current_rate
+from greengate.services.requisites import requisite_numbers
+from greengate.services.transfers import TransferInput, record_transfer
+from greengate.store.models import ExchangeOrder, Merchant
+
+log = structlog.get_logger(__name__)
+JSON = "application/json"
+MAX_IDS = 500
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(dumps(data), status_code=status, media_type=JSON)
+
+
+def error_response(error: DomainError) -> Response:
+    return json_response(error_body(error), error_status(error))
+
+
+class ExchangeRoute(APIRoute):
+    """Renders every failure of an Exchange API route in the spec's error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DomainError as exc:
+                return error_response(exc)
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                return error_response(InvalidRequest(f"{where}: {first.get('msg', 'invalid')}"))
+            except Exception:
+                log.exception("exchange_api_unhandled", path=request.url.path)
+                return error_response(
+                    Unavailable("internal error; the request was not applied", code="internal_error")
+                )
+
+        return guarded
+
+
+router = APIRouter(prefix="/api/v2", route_class=ExchangeRoute, tags=["Exchange API"])
+ApiSecret = Header(default=None, alias="Api-Secret", description="Client's API secret")
+
+
+def _rt(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+async def _json(request: Request, rt: Runtime) -> tuple[bytes, dict[str, Any]]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != JSON:
+        raise InvalidRequest(
+            "the Exchange API accepts only JSON bodies (Content-Type: application/json)",
+            code="unsupported_media_type",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > rt.settings.max_request_bytes:
+        raise InvalidRequest("request body is too large", code="payload_too_large")
+    body = await request.body()
+    if len(body) > rt.settings.max_request_bytes:
+        raise InvalidRequest("request body is too large", code="payload_too_large")
+    return body, parse_json_object(body)
+
+
+async def _merchant(session: AsyncSession, api_secret: str | None) -> Merchant:
+    if not api_secret:
+        raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
+    merchant = await authenticate_api_secret(session, api_secret)
+    if merchant is None:
+        raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
+    return merchant
+
+
+def _text(data: dict[str, Any], name: str, *, max_length: int = 200) -> str:
+    value = data.get(name)
+    if value is None:
+        raise InvalidRequest(f"{name} is required", code="missing_field", field=name)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string", code="invalid_field", field=name)
+    if len(value) > max_length:
+        raise InvalidRequest(f"{name} is too long", code="invalid_field", field=name)
+    return value
+
+
+def _order_ids(data: dict[str, Any]) -> list[int]:
+    raw = data.get("order_id")
+    if raw is None:
+        raise InvalidRequest("order_id is required", code="missing_field", field="order_id")
+    items = raw if isinstance(raw, list) else [raw]
+    if len(items) > MAX_IDS:
+        raise InvalidRequest(
+            f"at most {MAX_IDS} order ids per request", code="invalid_field", field="order_id"
+        )
+    ids: list[int] = []
+    for item in items:
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise InvalidRequest("order_id must be numeric ids", code="invalid_field", field="order_id")
+        ids.append(int(text))
+    return ids
+
+
+async def _render_orders(
+    session: AsyncSession, rt: Runtime, orders: list[ExchangeOrder]
+) -> list[dict[str, Any]]:
+    numbers = await requisite_numbers(session, rt.keyring, {o.requisite_id for o in orders if o.requisite_id})
+    base = rt.settings.public_base_url
+    return [order_wire(o, numbers.get(o.requisite_id or 0, ""), base) for o in orders]
+
+
+@router.get("/directions", response_model=list[schemas.DirectionOut], responses=schemas.ERRORS)
+async def get_directions(request: Request, api_secret: str | None = ApiSecret) -> Response:
+    """Directions visible to the client, with the rate an order created now would lock."""
+    rt = _rt(request)
+    now = utcnow()
+    async with rt.db.transaction() as session:
+        await _merchant(session, api_secret)
+        items = []
+        for direction in await list_directions(session):
+            try:
+                course = (await current_rate(session, rt, direction, now)).rate
+            except DomainError:
+                course = None
+            items.append(direction_wire(direction, course))
+    return json_response(items)
+
+
+@router.post(
+    "/order/create",
+    response_model=schemas.CreateOrderOut,
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(schemas.CreateOrderIn),
+)
+async def post_order_create(
+    request: Request,
+    api_secret: str | None = ApiSecret,
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
+) -> Response:
+    """Create an order: lock the rate, assign requisites (or leave it unconfirmed until one frees up)."""
+    rt = _rt(request)
+    now = utcnow()
+    async with rt.db.transaction() as session:
+        merchant = await _merchant(session, api_secret)
+        raw, data = await _json(request, rt)
+        from_amount = data.get("from_amount")
+        if from_amount is None:
+            raise InvalidRequest("from_amount is required", code="missing_field", field="from_amount")
+        req = CreateOrderRequest(
+            payment_method=_text(data, "payment_method", max_length=32),
+            wallet=_text(data, "wallet", max_length=100),
+            from_amount=from_amount,
+        )
+        fingerprint = ""
+        if idempotency_key is not None:
+            idempotency.validate_key(idempotency_key)
+            fingerprint = idempotency.request_fingerprint("POST", request.url.path, raw)
+            stored = await idempotency.lookup(
+                session, merchant.id, "order.create", idempotency_key, fingerprint
+            )
+            if stored is not None:
+                return Response(stored.body, status_code=stored.status, media_type=JSON)
+        order = await create_order(session, rt, merchant, req, now)
+        body = dumps({"response": "success", "items": await _render_orders(session, rt, [order])})
+        if idempotency_key is not None:
+            idempotency.remember(
+                session,
+                merchant.id,
+                "order.create",
+                idempotency_key,
+                fingerprint,
+                idempotency.StoredResponse(200, body.decode()),
+                now,
+            )
+    return Response(body, media_type=JSON)
+
+
+@router.post(
+    "/order/check",
+    response_model=schemas.CheckOut,
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(schemas.OrderIdsIn),
+)
+async def post_order_check(request: Request, api_secret: str | None = ApiSecret) -> Response:
+    """The client's own orders among the ids; others' and unknown ids are simply absent."""
+    rt = _rt(request)
+    async with rt.db.transaction() as session:
+        merchant = await _merchant(session, api_secret)
+        _, data = await _json(request, rt)
+        orders = await orders_of(session, merchant.id, _order_ids(data))
+        rendered = await _render_orders(session, rt, orders)
+    return json_response({"result": "true", "data": {"orders": rendered}})
+
+
+@router.post(
+    "/order/cancel",
+    response_model=schemas.CancelOut,
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(schemas.OrderIdsIn),
+)
+async def post_order_cancel(request: Request, api_secret: str | None = ApiSecret) -> Response:
+    """Cancel the client's unconfirmed or awaiting orders; report the others as failed."""
+    rt = _rt(request)
+    now = utcnow()
+    async with rt.db.transaction() as session:
+        merchant = await _merchant(session, api_secret)
+        _, data = await _json(request, rt)
+        outcomes = await cancel_orders(session, rt, merchant, _order_ids(data), now)
+    canceled = [{"order_id": str(o.order_id), "order_status": o.status} for o in outcomes if o.canceled]
+    failed = [
+        {"order_id": str(o.order_id), "order_status": o.status, "error": "order can no longer be canceled"}
+        for o in outcomes
+        if not o.canceled
+    ]
+    return json_response({"result": "true", "data": {"cancel": canceled, "failed": failed}})
+
+
+def _operator(rt: Runtime, authorization: str | None) -> str:
+    token = rt.settings.operator_token
+    if not token:
+        raise Unauthorized(
+            "the incoming-transfer endpoint is disabled (no operator token set)", code="disabled"
+        )
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not given or not constant_time_equals(given, token):
+        raise Unauthorized("operator token is missing or wrong", code="invalid_operator_token")
+    return "operator:api"
+
+
+def _received_at(data: dict[str, Any], now: datetime) -> datetime:
+    raw = data.get("received_at")
+    if raw is None:
+        return now
+    if not isinstance(raw, str):
+        raise InvalidRequest("received_at must be 'YYYY-MM-DD HH:MM:SS'", field="received_at")
+    try:
+        return datetime.strptime(raw, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidRequest("received_at must be 'YYYY-MM-DD HH:MM:SS'", field="received_at") from None
+
+
+@router.post(
+    "/internal/transfers",
+    response_model=schemas.TransferOut,
+    responses=schemas.ERRORS,
+    openapi_extra=schemas.json_body(schemas.TransferIn),
+    tags=["Operator"],
+)
+async def post_incoming_transfer(
+    request: Request, authorization: str | None = Header(default=None, description="Bearer <operator token>")
+) -> Response:
+    """An incoming transfer to a requisite (from the operator's bank feed): matched to its order or kept."""
+    rt = _rt(request)
+    actor = _operator(rt, authorization)
+    now = utcnow()
+    _, data = await _json(request, rt)
+    currency = _text(data, "currency", max_length=8).upper()
+    external_id = data.get("external_id")
+    if external_id is not None and (not isinstance(external_id, str) or not 0 < len(external_id) <= 100):
+        raise InvalidRequest("external_id must be a string of 1-100 characters", field="external_id")
+    if data.get("amount") is None:
+        raise InvalidRequest("amount is required", code="missing_field", field="amount")
+    transfer = TransferInput(
+        requisite_number=_text(data, "requisite", max_length=40),
+        amount=parse_amount(data.get("amount"), currency, field="amount"),
+        currency=currency,
+        external_id=external_id,
+        received_at=_received_at(data, now),
+    )
+    async with rt.db.transaction() as session:
+        row = await record_transfer(session, rt, transfer, now, actor)
+        await session.flush()
+        body = {
+            "transfer_id": row.id,
+            "status": row.status,
+            "order_id": str(row.order_id) if row.order_id else None,
+            "note": row.note,
+        }
+    return json_response(body)

@@ -1,0 +1,139 @@
+"""The ASGI application: both APIs, hosted pages, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from greengate import log as logging_setup
+from greengate.api.exchange import routes as exchange_routes
+from greengate.api.exchange.wire import error_body
+from greengate.domain.errors import NotFound
+from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
+from greengate.runtime import Runtime
+from greengate.settings import Settings, get_settings
+from greengate.store.migrate import current_revision, head_revision
+from greengate.web import exchange_pages
+from greengate.worker.loop import Worker
+
+log = structlog.get_logger(__name__)
+
+
+class ObservabilityMiddleware:
+    """Request id, access metrics; pure ASGI so it adds little to the hot paths."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        request_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
+            HTTP_LATENCY.labels(path).observe(time.perf_counter() - started)
+            structlog.contextvars.clear_contextvars()
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    settings = settings or get_settings()
+    logging_setup.configure(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime.create(settings)
+        app.state.runtime = rt
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(Worker(rt).run(stop)) if run_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                await worker_task
+            await rt.close()
+
+    app = FastAPI(
+        title="greengate",
+        version="0.1.0",
+        description="Self-hosted payment gateway: Exchange API (fiat → BTC) and Merchant API.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(ObservabilityMiddleware)
+    app.include_router(exchange_routes.router)
+    app.include_router(exchange_pages.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/v2"):
+            err = NotFound("unknown endpoint", code="not_found") if exc.status_code == 404 else None
+            body: dict[str, Any] = (
+                error_body(err)
+                if err
+                else {"response": "error", "result": "false", "error": str(exc.detail), "code": "http_error"}
+            )
+            return JSONResponse(body, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        rt: Runtime = request.app.state.runtime
+        try:
+            async with rt.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            current = await current_revision(rt.db.engine)
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "database": repr(exc)[:200]}, status_code=503)
+        head = head_revision(rt.settings.database_url)
+        if current != head:
+            return JSONResponse(
+                {"status": "unavailable", "migrations": {"current": current, "head": head}}, status_code=503
+            )
+        return JSONResponse({"status": "ok", "migrations": current})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for server processes spawned by `greengate serve --workers N`."""
+    return create_app(get_settings(), run_worker=False)
+
+
+def app_factory_with_worker() -> FastAPI:
+    return create_app(get_settings(), run_worker=True)

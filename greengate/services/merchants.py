@@ -1,0 +1,170 @@
+"""Merchants and exchange clients: creation, credentials, authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from greengate.domain.bitcoin_address import Network, parse_address
+from greengate.domain.errors import InvalidRequest, NotFound
+from greengate.security.encryption import Keyring
+from greengate.security.tokens import (
+    hash_api_secret,
+    new_api_secret,
+    new_secret_key,
+    new_webhook_secret,
+)
+from greengate.services.audit import record_audit
+from greengate.services.callback_targets import validate_callback_url
+from greengate.store.models import Merchant
+
+MODES = ("test", "live")
+
+
+@dataclass(frozen=True)
+class MerchantCredentials:
+    merchant_id: int
+    secret_key: str
+    api_secret: str
+    payout_secret: str
+    webhook_secret: str
+
+
+def _aad(merchant_id: int, column: str) -> str:
+    return f"merchants:{merchant_id}:{column}"
+
+
+async def create_merchant(
+    session: AsyncSession,
+    keyring: Keyring,
+    *,
+    name: str,
+    mode: str,
+    now: datetime,
+    actor: str = "cli",
+) -> tuple[Merchant, MerchantCredentials]:
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("merchant name must not be empty", field="name")
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", field="mode")
+    merchant = Merchant(name=name, mode=mode, active=True, created_at=now, updated_at=now)
+    session.add(merchant)
+    await session.flush()  # the id is part of each secret's associated data
+    creds = _issue_credentials(keyring, merchant)
+    await record_audit(
+        session,
+        actor=actor,
+        action="merchant.create",
+        obj=("merchant", merchant.id),
+        before=None,
+        after={"name": name, "mode": mode},
+        now=now,
+    )
+    return merchant, creds
+
+
+def _issue_credentials(keyring: Keyring, merchant: Merchant) -> MerchantCredentials:
+    creds = MerchantCredentials(
+        merchant_id=merchant.id,
+        secret_key=new_secret_key(),
+        api_secret=new_api_secret(),
+        payout_secret=new_secret_key(),
+        webhook_secret=new_webhook_secret(),
+    )
+    merchant.api_secret_hash = hash_api_secret(creds.api_secret)
+    merchant.secret_key_enc = keyring.encrypt(creds.secret_key, _aad(merchant.id, "secret_key"))
+    merchant.payout_secret_enc = keyring.encrypt(creds.payout_secret, _aad(merchant.id, "payout_secret"))
+    merchant.webhook_secret_enc = keyring.encrypt(creds.webhook_secret, _aad(merchant.id, "webhook_secret"))
+    return creds
+
+
+async def rotate_credentials(
+    session: AsyncSession, keyring: Keyring, merchant: Merchant, *, now: datetime, actor: str = "cli"
+) -> MerchantCredentials:
+    """New secrets for every credential; the old ones stop working when this commits."""
+    creds = _issue_credentials(keyring, merchant)
+    merchant.updated_at = now
+    await record_audit(
+        session,
+        actor=actor,
+        action="merchant.rotate_credentials",
+        obj=("merchant", merchant.id),
+        before=None,
+        after={"rotated": ["secret_key", "api_secret", "payout_secret", "webhook_secret"]},
+        now=now,
+    )
+    return creds
+
+
+async def authenticate_api_secret(session: AsyncSession, api_secret: str) -> Merchant | None:
+    # Lookup by the SHA-256 of a 256-bit token: the database compares digests, never the secret.
+    if not api_secret or len(api_secret) > 200:
+        return None
+    return await session.scalar(
+        select(Merchant).where(
+            Merchant.api_secret_hash == hash_api_secret(api_secret), Merchant.active.is_(True)
+        )
+    )
+
+
+async def get_merchant(session: AsyncSession, merchant_id: int, *, lock: bool = False) -> Merchant:
+    stmt = select(Merchant).where(Merchant.id == merchant_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    merchant = await session.scalar(stmt)
+    if merchant is None:
+        raise NotFound(f"merchant {merchant_id} not found", code="unknown_merchant")
+    return merchant
+
+
+def webhook_secret(keyring: Keyring, merchant: Merchant) -> str | None:
+    if merchant.webhook_secret_enc is None:
+        return None
+    return keyring.decrypt(merchant.webhook_secret_enc, _aad(merchant.id, "webhook_secret"))
+
+
+def secret_key(keyring: Keyring, merchant: Merchant) -> str:
+    assert merchant.secret_key_enc is not None
+    return keyring.decrypt(merchant.secret_key_enc, _aad(merchant.id, "secret_key"))
+
+
+async def update_exchange_settings(
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    network: Network,
+    now: datetime,
+    allow_private_callbacks: bool,
+    webhook_url: str | None = None,
+    default_wallet: str | None = None,
+    actor: str = "cli",
+) -> Merchant:
+    """Set the client's callback URL and default payout wallet ("" clears either)."""
+    before = {"webhook_url": merchant.webhook_url, "default_wallet": merchant.default_wallet}
+    if webhook_url is not None:
+        merchant.webhook_url = (
+            validate_callback_url(webhook_url, allow_private=allow_private_callbacks) if webhook_url else None
+        )
+    if default_wallet is not None:
+        if default_wallet:
+            try:
+                parse_address(default_wallet, network)
+            except ValueError as exc:
+                raise InvalidRequest(f"default wallet: {exc}", code="invalid_wallet") from None
+        merchant.default_wallet = default_wallet or None
+    merchant.updated_at = now
+    after = {"webhook_url": merchant.webhook_url, "default_wallet": merchant.default_wallet}
+    await record_audit(
+        session,
+        actor=actor,
+        action="merchant.update",
+        obj=("merchant", merchant.id),
+        before=before,
+        after=after,
+        now=now,
+    )
+    return merchant

@@ -1,0 +1,187 @@
+"""Operator's card requisites: storage (number encrypted) and allocation to exchange orders."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from greengate.domain.cards import mask_number, normalize_number
+from greengate.domain.errors import InvalidRequest, NotFound
+from greengate.domain.exchange import OrderStatus
+from greengate.security.encryption import Keyring
+from greengate.services.audit import record_audit
+from greengate.store.models import ExchangeOrder, Requisite
+
+# Statuses whose amounts count towards a requisite's turnover.
+TURNOVER_STATUSES = (OrderStatus.AWAITING.value, OrderStatus.PAYED.value, OrderStatus.COMPLETED.value)
+
+
+def _aad(requisite_id: int) -> str:
+    return f"requisites:{requisite_id}:number"
+
+
+def number_digest(keyring: Keyring, number: str) -> str:
+    # Keyed with the current encryption key so the digest does not reveal the number by brute force.
+    return hmac.new(keyring.keys[0][1], normalize_number(number).encode(), hashlib.sha256).hexdigest()
+
+
+async def add_requisite(
+    session: AsyncSession,
+    keyring: Keyring,
+    *,
+    payment_method: str,
+    number: str,
+    bank: str,
+    holder: str,
+    daily_limit: int | None,
+    turnover_limit: int | None,
+    now: datetime,
+    actor: str = "cli",
+) -> Requisite:
+    digits = normalize_number(number)
+    if not 10 <= len(digits) <= 19:
+        raise InvalidRequest(
+            "requisite number must be a card or phone number of 10-19 digits", field="number"
+        )
+    for name, limit in (("daily_limit", daily_limit), ("turnover_limit", turnover_limit)):
+        if limit is not None and limit <= 0:
+            raise InvalidRequest(f"{name} must be positive", field=name)
+    req = Requisite(
+        payment_method=payment_method,
+        number_enc="",
+        number_masked=mask_number(digits),
+        number_digest=number_digest(keyring, digits),
+        bank=bank,
+        holder=holder,
+        active=True,
+        daily_limit=daily_limit,
+        turnover_limit=turnover_limit,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(req)
+    await session.flush()
+    req.number_enc = keyring.encrypt(digits, _aad(req.id))
+    await record_audit(
+        session,
+        actor=actor,
+        action="requisite.add",
+        obj=("requisite", req.id),
+        before=None,
+        after={"payment_method": payment_method, "number": req.number_masked, "bank": bank},
+        now=now,
+    )
+    return req
+
+
+async def set_requisite_active(
+    session: AsyncSession, requisite_id: int, active: bool, *, now: datetime, actor: str = "cli"
+) -> Requisite:
+    req = await session.scalar(select(Requisite).where(Requisite.id == requisite_id).with_for_update())
+    if req is None:
+        raise NotFound(f"requisite {requisite_id} not found")
+    before = req.active
+    req.active, req.updated_at = active, now
+    await record_audit(
+        session,
+        actor=actor,
+        action="requisite.enable" if active else "requisite.disable",
+        obj=("requisite", req.id),
+        before={"active": before},
+        after={"active": active},
+        now=now,
+    )
+    return req
+
+
+async def requisite_numbers(session: AsyncSession, keyring: Keyring, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(Requisite.id, Requisite.number_enc).where(Requisite.id.in_(ids)))
+    return {rid: keyring.decrypt(enc, _aad(rid)) for rid, enc in rows}
+
+
+async def find_by_number(session: AsyncSession, keyring: Keyring, number: str) -> Requisite | None:
+    return await session.scalar(
+        select(Requisite).where(Requisite.number_digest == number_digest(keyring, number))
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    daily_limit: int | None
+    turnover_limit: int | None
+
+
+async def candidates(session: AsyncSession, payment_method: str) -> list[Candidate]:
+    """Active requisites of a method, least busy first, so load spreads across cards."""
+    busy = (
+        select(ExchangeOrder.requisite_id, func.count().label("n"))
+        .where(
+            ExchangeOrder.status == OrderStatus.AWAITING.value, ExchangeOrder.payment_method == payment_method
+        )
+        .group_by(ExchangeOrder.requisite_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Requisite.id, Requisite.daily_limit, Requisite.turnover_limit)
+        .outerjoin(busy, busy.c.requisite_id == Requisite.id)
+        .where(Requisite.payment_method == payment_method, Requisite.active.is_(True))
+        .order_by(func.coalesce(busy.c.n, 0), Requisite.id)
+    )
+    return [Candidate(r.id, r.daily_limit, r.turnover_limit) for r in rows]
+
+
+async def taken_amounts(
+    session: AsyncSession, payment_method: str, low: int, high: int
+) -> set[tuple[int, int]]:
+    rows = await session.execute(
+        select(ExchangeOrder.requisite_id, ExchangeOrder.amount_payable).where(
+            ExchangeOrder.status == OrderStatus.AWAITING.value,
+            ExchangeOrder.payment_method == payment_method,
+            ExchangeOrder.amount_payable.between(low, high),
+        )
+    )
+    return {(r[0], r[1]) for r in rows if r[0] is not None}
+
+
+async def within_limits(session: AsyncSession, cand: Candidate, amount: int, now: datetime) -> bool:
+    """Turnover check under the requisite's row lock; a requisite locked by another order is skipped."""
+    if cand.daily_limit is None and cand.turnover_limit is None:
+        return True
+    locked = await session.scalar(
+        select(Requisite.id).where(Requisite.id == cand.id).with_for_update(skip_locked=True)
+    )
+    if locked is None:
+        return False
+    base: list[Any] = [ExchangeOrder.requisite_id == cand.id, ExchangeOrder.status.in_(TURNOVER_STATUSES)]
+    if cand.turnover_limit is not None:
+        total = await session.scalar(
+            select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0)).where(*base)
+        )
+        if int(total or 0) + amount > cand.turnover_limit:
+            return False
+    if cand.daily_limit is not None:
+        day_start = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+        today = await session.scalar(
+            select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0)).where(
+                *base, ExchangeOrder.created_at >= day_start
+            )
+        )
+        if int(today or 0) + amount > cand.daily_limit:
+            return False
+    return True
+
+
+def allocation_choices(
+    cands: list[Candidate], amount: int, span: int, taken: set[tuple[int, int]]
+) -> list[tuple[Candidate, int]]:
+    """(requisite, payable amount) pairs to try: the exact amount on any card first, then shifted ones."""
+    return [(c, amount + k) for k in range(span + 1) for c in cands if (c.id, amount + k) not in taken]
