@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -60,7 +62,7 @@ def test_any_walk_through_allowed_transitions_respects_the_lifecycle(targets: li
             status = target
             history.append(status)
     # Final statuses are absorbing, payed/completed are never canceled, and nothing goes back to open.
-    for earlier, later in zip(history, history[1:], strict=False):
+    for earlier, later in itertools.pairwise(history):
         assert earlier not in FINAL_STATUSES
         assert not (earlier in (S.PAYED, S.COMPLETED) and later in (S.CANCELED, S.AUTOCANCELED))
         assert not (earlier not in OPEN_STATUSES and later in OPEN_STATUSES)
