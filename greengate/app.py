@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from greengate import log as logging_setup
 from greengate.api.exchange import routes as exchange_routes
 from greengate.api.exchange.wire import error_body
+from greengate.api.merchant import routes as merchant_routes
 from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     )
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
+    app.include_router(merchant_routes.router)
     app.include_router(exchange_pages.router)
 
     @app.exception_handler(StarletteHTTPException)

@@ -477,6 +477,31 @@ def order_payout(order_id: int) -> None:
     typer.echo(f"order {order_id}: {_run(lambda rt: pay_out_order(rt, order_id, actor='operator:cli'))}")
 
 
+# --- payments --------------------------------------------------------------------------------
+
+payment_app = typer.Typer(help="Merchant API payments", no_args_is_help=True)
+app.add_typer(payment_app, name="payment")
+
+
+@payment_app.command("action")
+def payment_action(
+    payment_id: int,
+    action: str = typer.Argument(..., help="approve, decline, require-3ds or expire"),
+    code: int | None = typer.Option(None, "--code", help="Failure code for decline (default 10001)"),
+) -> None:
+    """Drive a test payment like the console's test buttons (live payments: approve/decline while pending)."""
+    from greengate.services.payment_flow import test_action
+
+    async def work(rt: Runtime) -> str:
+        async with rt.db.transaction() as session:
+            payment = await test_action(
+                session, payment_id, action, now=utcnow(), actor="operator:cli", code=code
+            )
+            return payment.status
+
+    typer.echo(f"payment {payment_id}: {_run(work)}")
+
+
 # --- admins and rates ------------------------------------------------------------------------
 
 

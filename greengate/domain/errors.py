@@ -67,3 +67,42 @@ class IllegalTransition(BusinessRuleViolation):
 class Unavailable(DomainError):
     kind = ErrorKind.UNAVAILABLE
     code = "unavailable"
+
+
+# Merchant API failures. Each has its own code; the adapter maps codes to pg_error_code.
+class SignatureInvalid(Unauthorized):
+    code = "signature_invalid"
+
+
+class MerchantUnknown(Unauthorized):
+    code = "merchant_unknown"
+
+
+class MerchantInactive(BusinessRuleViolation):
+    code = "merchant_inactive"
+
+
+class ActionDisabled(BusinessRuleViolation):
+    code = "action_disabled"
+
+
+class TransactionNotFound(NotFound):
+    code = "transaction_not_found"
+
+
+class TransactionLocked(Conflict):
+    code = "transaction_locked"
+
+
+class TransactionExpired(BusinessRuleViolation):
+    code = "transaction_expired"
+
+
+class StateForbids(BusinessRuleViolation):
+    """A refund, cancel or capture the transaction's state does not allow."""
+
+    code = "state_forbids"
+
+
+class NoPaymentSystem(BusinessRuleViolation):
+    code = "no_payment_system"

@@ -132,6 +132,11 @@ def secret_key(keyring: Keyring, merchant: Merchant) -> str:
     return keyring.decrypt(merchant.secret_key_enc, _aad(merchant.id, "secret_key"))
 
 
+def payout_secret(keyring: Keyring, merchant: Merchant) -> str:
+    assert merchant.payout_secret_enc is not None
+    return keyring.decrypt(merchant.payout_secret_enc, _aad(merchant.id, "payout_secret"))
+
+
 async def update_exchange_settings(
     session: AsyncSession,
     merchant: Merchant,
@@ -165,6 +170,72 @@ async def update_exchange_settings(
         obj=("merchant", merchant.id),
         before=before,
         after=after,
+        now=now,
+    )
+    return merchant
+
+
+@dataclass(frozen=True)
+class MerchantApiSettings:
+    """Merchant API defaults; None leaves a setting as it is, "" clears a URL."""
+
+    mode: str | None = None
+    active: bool | None = None
+    check_url: str | None = None
+    result_url: str | None = None
+    refund_url: str | None = None
+    capture_url: str | None = None
+    success_url: str | None = None
+    failure_url: str | None = None
+    request_method: str | None = None
+    check_enabled: bool | None = None
+
+
+CALLBACK_URL_FIELDS = ("check_url", "result_url", "refund_url", "capture_url")
+BROWSER_URL_FIELDS = ("success_url", "failure_url")
+
+
+async def update_merchant_settings(
+    session: AsyncSession,
+    merchant: Merchant,
+    changes: MerchantApiSettings,
+    *,
+    now: datetime,
+    allow_private_callbacks: bool,
+    actor: str = "cli",
+) -> Merchant:
+    fields = ("mode", "active", *CALLBACK_URL_FIELDS, *BROWSER_URL_FIELDS, "request_method", "check_enabled")
+    before = {name: getattr(merchant, name) for name in fields}
+    if changes.mode is not None:
+        if changes.mode not in MODES:
+            raise InvalidRequest(f"mode must be one of {', '.join(MODES)}", field="mode")
+        merchant.mode = changes.mode
+    if changes.active is not None:
+        merchant.active = changes.active
+    for name in (*CALLBACK_URL_FIELDS, *BROWSER_URL_FIELDS):
+        value = getattr(changes, name)
+        if value is None:
+            continue
+        if value and name in CALLBACK_URL_FIELDS:
+            value = validate_callback_url(value, allow_private=allow_private_callbacks)
+        elif value:
+            value = validate_callback_url(value, allow_private=True)  # the payer's browser goes there
+        setattr(merchant, name, value or None)
+    if changes.request_method is not None:
+        method = changes.request_method.upper()
+        if method not in ("GET", "POST", "XML"):
+            raise InvalidRequest("request method must be GET, POST or XML", field="request_method")
+        merchant.request_method = method
+    if changes.check_enabled is not None:
+        merchant.check_enabled = changes.check_enabled
+    merchant.updated_at = now
+    await record_audit(
+        session,
+        actor=actor,
+        action="merchant.update",
+        obj=("merchant", merchant.id),
+        before=before,
+        after={name: getattr(merchant, name) for name in fields},
         now=now,
     )
     return merchant

@@ -46,6 +46,15 @@ class Merchant(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     webhook_secret_enc: Mapped[str | None] = mapped_column(Text)
     default_wallet: Mapped[str | None] = mapped_column(String(100))
+    # Merchant API defaults, used when a request leaves the parameter out.
+    check_url: Mapped[str | None] = mapped_column(String(2000))
+    result_url: Mapped[str | None] = mapped_column(String(2000))
+    refund_url: Mapped[str | None] = mapped_column(String(2000))
+    capture_url: Mapped[str | None] = mapped_column(String(2000))
+    success_url: Mapped[str | None] = mapped_column(String(2000))
+    failure_url: Mapped[str | None] = mapped_column(String(2000))
+    request_method: Mapped[str] = mapped_column(String(8), default="POST", server_default="POST")
+    check_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -260,3 +269,121 @@ class AuditEvent(Base):
     before: Mapped[str | None] = mapped_column(Text)
     after: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class MerchantSalt(Base):
+    """pg_salt values seen per merchant, so a replayed signed request is refused."""
+
+    __tablename__ = "merchant_salts"
+    __table_args__ = (UniqueConstraint("merchant_id", "salt"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger)
+    salt: Mapped[str] = mapped_column(String(100))
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Payment(Base):
+    """A merchant's intent to be paid (pg_payment_id); each try to pay it is a PaymentAttempt."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        # At most one open payment per merchant order id.
+        Index(
+            "uq_payments_open_order",
+            "merchant_id",
+            "order_id",
+            unique=True,
+            sqlite_where=text("open_order = 1"),
+            postgresql_where=text("open_order"),
+        ),
+        Index("ix_payments_merchant_id_order_id", "merchant_id", "order_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    order_id: Mapped[str | None] = mapped_column(String(50))
+    # True unless the payment failed, was canceled or expired: its order id stays taken.
+    open_order: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(Text)
+    testing: Mapped[bool] = mapped_column(Boolean)
+    payment_system: Mapped[str | None] = mapped_column(String(60))
+    language: Mapped[str] = mapped_column(String(4), default="ru")
+    request_method: Mapped[str] = mapped_column(String(8), default="POST")
+    check_url: Mapped[str | None] = mapped_column(String(2000))
+    result_url: Mapped[str | None] = mapped_column(String(2000))
+    refund_url: Mapped[str | None] = mapped_column(String(2000))
+    capture_url: Mapped[str | None] = mapped_column(String(2000))
+    success_url: Mapped[str | None] = mapped_column(String(2000))
+    failure_url: Mapped[str | None] = mapped_column(String(2000))
+    success_url_method: Mapped[str] = mapped_column(String(8), default="GET")
+    failure_url_method: Mapped[str] = mapped_column(String(8), default="GET")
+    state_url: Mapped[str | None] = mapped_column(String(2000))
+    state_url_method: Mapped[str] = mapped_column(String(8), default="GET")
+    site_url: Mapped[str | None] = mapped_column(String(2000))
+    user_phone: Mapped[str | None] = mapped_column(String(20))
+    user_email: Mapped[str | None] = mapped_column(String(200))
+    user_ip: Mapped[str | None] = mapped_column(String(45))
+    user_id: Mapped[str | None] = mapped_column(String(100))
+    two_step: Mapped[bool] = mapped_column(Boolean, default=False)
+    captured: Mapped[bool] = mapped_column(Boolean, default=False)
+    recurring_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    recurring_lifetime_months: Mapped[int | None] = mapped_column(Integer)
+    # The merchant's own parameters (JSON list of [name, value]) echoed back in callbacks.
+    extra_params: Mapped[str] = mapped_column(Text, default="[]")
+    receipt: Mapped[str | None] = mapped_column(Text)
+    access_token: Mapped[str] = mapped_column(String(64), unique=True)
+    require_3ds: Mapped[bool] = mapped_column(Boolean, default=False)
+    refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    failure_code: Mapped[int | None] = mapped_column(Integer)
+    failure_description: Mapped[str | None] = mapped_column(Text)
+    result_sent: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PaymentAttempt(Base):
+    """One try to pay a payment: method, masked card or phone, 3-DS/OTP state, the acquirer's answer."""
+
+    __tablename__ = "payment_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    method: Mapped[str] = mapped_column(String(20))  # bankcard | mobile_commerce
+    acquirer: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    card_enc: Mapped[str | None] = mapped_column(Text)
+    card_masked: Mapped[str | None] = mapped_column(String(40))
+    card_brand: Mapped[str | None] = mapped_column(String(4))
+    card_exp: Mapped[str | None] = mapped_column(String(5))
+    card_holder: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    otp_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The acquirer's decision waiting for the merchant's check answer (approved / processing).
+    pending_outcome: Mapped[str | None] = mapped_column(String(16))
+    auth_code: Mapped[str | None] = mapped_column(String(12))
+    rrn: Mapped[str | None] = mapped_column(String(20))
+    failure_code: Mapped[int | None] = mapped_column(Integer)
+    failure_description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PaymentEvent(Base):
+    """Every status change of a payment, with who made it."""
+
+    __tablename__ = "payment_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

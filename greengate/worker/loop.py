@@ -20,12 +20,13 @@ from greengate.clock import utcnow
 from greengate.domain.exchange import OrderStatus
 from greengate.metrics import OUTBOX_BACKLOG, OUTBOX_RESULTS
 from greengate.runtime import Runtime
-from greengate.services import idempotency, outbox
+from greengate.services import idempotency, outbox, payment_flow, payments
 from greengate.services.exchange_orders import CALLBACK, EXPIRE_JOB, assign_waiting_orders, expire_order
-from greengate.services.merchants import webhook_secret
+from greengate.services.merchants import secret_key, webhook_secret
 from greengate.services.rates import refresh_rates
 from greengate.services.requisites import requisite_numbers
-from greengate.store.models import ExchangeOrder, Merchant, OutboxMessage
+from greengate.store.models import ExchangeOrder, Merchant, OutboxMessage, Payment
+from greengate.worker import merchant_callbacks
 from greengate.worker.http_delivery import deliver
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,9 @@ class Worker:
         self._handlers: dict[str, Callable[[outbox.ClaimedMessage], Awaitable[None]]] = {
             EXPIRE_JOB: self._expire,
             CALLBACK: self._exchange_callback,
+            payments.EXPIRE_JOB: self._expire_payment,
+            payments.CHECK_CALLBACK: self._merchant_callback,
+            payments.RESULT_CALLBACK: self._merchant_callback,
         }
 
     async def run_once(self) -> int:
@@ -79,6 +83,73 @@ class Worker:
         async with self.rt.db.transaction() as session:
             await expire_order(session, self.rt, int(message.payload["order_id"]), now)
             await outbox.complete(session, message.id, self.name, now)
+
+    async def _expire_payment(self, message: outbox.ClaimedMessage) -> None:
+        now = self.clock()
+        async with self.rt.db.transaction() as session:
+            await payments.expire_payment(session, int(message.payload["payment_id"]), now)
+            await outbox.complete(session, message.id, self.name, now)
+
+    async def _merchant_callback(self, message: outbox.ClaimedMessage) -> None:
+        is_check = message.kind == payments.CHECK_CALLBACK
+        payment_id = int(message.payload["payment_id"])
+        status = str(message.payload.get("status", ""))
+        # Only the first delivery of a success may be rejected (the merchant then gets its money back).
+        can_reject = not is_check and status == "ok" and message.attempts == 0
+        async with self.rt.db.transaction() as session:
+            payment = await session.get(Payment, payment_id)
+            merchant = await session.get(Merchant, message.merchant_id)
+            assert payment is not None and merchant is not None
+            attempt = await payments.latest_attempt(session, payment_id)
+            secret = secret_key(self.rt.keyring, merchant)
+        params = merchant_callbacks.callback_params(
+            payment,
+            attempt,
+            kind="check" if is_check else "result",
+            result=None if is_check else merchant_callbacks.result_flag(status),
+            can_reject=can_reject,
+        )
+        started = self.clock()
+        sent, outcome, answer = await merchant_callbacks.send(
+            self.rt.http,
+            url=message.target_url or "",
+            method=payment.request_method,
+            params=params,
+            secret=secret,
+            allow_private=self.rt.settings.callback_allow_private,
+        )
+        now = self.clock()
+        async with self.rt.db.transaction() as session:
+            state = await outbox.record_attempt(
+                session,
+                message,
+                worker=self.name,
+                started_at=started,
+                duration_ms=outcome.duration_ms,
+                succeeded=answer.delivered,
+                status_code=outcome.status_code,
+                request_body=sent,
+                response_body=outcome.body,
+                error=answer.error,
+                # A check is asked once: no answer in time counts as a refusal.
+                retry_schedule=[] if is_check else self.rt.settings.callback_retry_schedule,
+                now=now,
+            )
+            if state == "lost_claim":
+                return
+            if is_check:
+                accepted = answer.delivered and answer.status == "ok"
+                reason = answer.description or answer.error or "rejected by the merchant's check"
+                await payment_flow.on_check_answer(
+                    session, payment_id, accepted=accepted, reason=reason, now=now
+                )
+            elif answer.delivered:
+                await payments.mark_result_delivered(session, payment_id)
+                if answer.status == "rejected" and can_reject:
+                    await payment_flow.refund_rejected_result(
+                        session, payment_id, reason=answer.description or "rejected", now=now
+                    )
+        OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()
 
     async def _exchange_callback(self, message: outbox.ClaimedMessage) -> None:
         async with self.rt.db.transaction() as session:

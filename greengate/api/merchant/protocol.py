@@ -1,0 +1,144 @@
+"""The Merchant API request pipeline: parse any transport, identify the merchant, verify pg_sig,
+refuse replayed salts, run the use case in one transaction, answer signed XML.
+
+Only when the merchant cannot be identified is the answer unsigned (code 101)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import structlog
+from fastapi import Request, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from greengate.api.merchant.codec import read_params, render_xml
+from greengate.api.merchant.errors import pg_error_code
+from greengate.clock import utcnow
+from greengate.domain.errors import (
+    DomainError,
+    InvalidRequest,
+    MerchantInactive,
+    MerchantUnknown,
+    SignatureInvalid,
+    Unavailable,
+)
+from greengate.domain.params import Params, first
+from greengate.domain.signature import new_salt, script_name_from_url, verify, with_signature
+from greengate.runtime import Runtime
+from greengate.services.merchants import payout_secret, secret_key
+from greengate.store.models import Merchant, MerchantSalt
+
+log = structlog.get_logger(__name__)
+XML_TYPE = "text/xml; charset=utf-8"
+SALT_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class MerchantCall:
+    merchant: Merchant
+    params: Params
+    script: str
+    now: datetime
+
+
+Handler = Callable[[AsyncSession, Runtime, MerchantCall], Awaitable[Params]]
+KeyKind = Literal["payment", "payout"]  # which merchant secret signs the script
+
+
+def signed(script: str, fields: Params, secret: str | None) -> Params:
+    if secret is None:
+        return fields
+    return with_signature(script, fields, secret, new_salt())
+
+
+def error_fields(error: DomainError) -> Params:
+    return [
+        ("pg_status", "error"),
+        ("pg_error_code", str(pg_error_code(error))),
+        ("pg_error_description", error.message),
+    ]
+
+
+def xml(params: Params) -> Response:
+    return Response(render_xml(params), media_type=XML_TYPE)
+
+
+async def _merchant(session: AsyncSession, params: Params, path_merchant_id: str | None) -> Merchant:
+    raw = path_merchant_id or first(params, "pg_merchant_id")
+    if not raw or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise MerchantUnknown("pg_merchant_id is missing or unknown")
+    merchant = await session.get(Merchant, int(raw))
+    if merchant is None or merchant.secret_key_enc is None:
+        raise MerchantUnknown("pg_merchant_id is missing or unknown")
+    return merchant
+
+
+async def _consume_salt(session: AsyncSession, merchant_id: int, params: Params, now: datetime) -> None:
+    salt = first(params, "pg_salt")
+    if not salt:
+        raise InvalidRequest("pg_salt is required", field="pg_salt")
+    if len(salt) > 100:
+        raise InvalidRequest("pg_salt is longer than 100 characters", field="pg_salt")
+    row = await session.scalar(
+        select(MerchantSalt)
+        .where(MerchantSalt.merchant_id == merchant_id, MerchantSalt.salt == salt)
+        .with_for_update()
+    )
+    if row is not None and now - row.seen_at < SALT_WINDOW:
+        raise SignatureInvalid(
+            "pg_salt was already used: a request is signed with a fresh salt", code="salt_replayed"
+        )
+    if row is not None:
+        row.seen_at = now
+    else:
+        session.add(MerchantSalt(merchant_id=merchant_id, salt=salt, seen_at=now))
+
+
+async def process(
+    request: Request, handler: Handler, *, key_kind: KeyKind = "payment", merchant_id: str | None = None
+) -> tuple[Params, str | None, str]:
+    """Run one Merchant API call; returns the response fields, the signing secret (None: unsigned)
+    and the script name the response is signed with."""
+    rt: Runtime = request.app.state.runtime
+    script = script_name_from_url(request.url.path)
+    signing_secret: str | None = None
+    try:
+        params = await read_params(request, max_bytes=rt.settings.max_request_bytes)
+        async with rt.db.transaction() as session:
+            merchant = await _merchant(session, params, merchant_id)
+            signing_secret = (
+                secret_key(rt.keyring, merchant)
+                if key_kind == "payment"
+                else payout_secret(rt.keyring, merchant)
+            )
+            if not verify(script, params, signing_secret):
+                raise SignatureInvalid("wrong signature (pg_sig)")
+            if not merchant.active:
+                raise MerchantInactive("the merchant's contract is inactive")
+            now = utcnow()
+            await _consume_salt(session, merchant.id, params, now)
+            structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
+            fields = await handler(session, rt, MerchantCall(merchant, params, script, now))
+        return [("pg_status", "ok"), *fields], signing_secret, script
+    except DomainError as exc:
+        return error_fields(exc), signing_secret, script
+    except IntegrityError:
+        # Two requests raced on the same salt (or order id): the loser is a replay.
+        err: DomainError = SignatureInvalid("pg_salt was already used", code="salt_replayed")
+        return error_fields(err), signing_secret, script
+    except Exception:
+        log.exception("merchant_api_unhandled", path=request.url.path)
+        err = Unavailable("internal error; the request was not applied", code="internal_error")
+        return error_fields(err), signing_secret, script
+
+
+async def handle(
+    request: Request, handler: Handler, *, key_kind: KeyKind = "payment", merchant_id: str | None = None
+) -> Response:
+    fields, key, script = await process(request, handler, key_kind=key_kind, merchant_id=merchant_id)
+    return xml(signed(script, fields, key))

@@ -1,0 +1,80 @@
+"""How a payment reads in get_status*.php answers."""
+
+from __future__ import annotations
+
+from greengate.api.exchange.wire import wire_time
+from greengate.domain.money import format_minor
+from greengate.domain.params import Params
+from greengate.domain.payments import PAYMENT_STATUS3, TRANSACTION_STATUS, PaymentStatus
+from greengate.store.models import Payment, PaymentAttempt
+
+
+def money(minor: int, currency: str) -> str:
+    return format_minor(minor, currency)
+
+
+def status_fields(payment: Payment, attempt: PaymentAttempt | None) -> Params:
+    status = PaymentStatus(payment.status)
+    fields: Params = [
+        ("pg_payment_id", str(payment.id)),
+        ("pg_order_id", payment.order_id or ""),
+        ("pg_transaction_status", TRANSACTION_STATUS[status]),
+        ("pg_testing_mode", "1" if payment.testing else "0"),
+        (
+            "pg_captured",
+            "1" if payment.captured or (status is PaymentStatus.OK and not payment.two_step) else "0",
+        ),
+        ("pg_create_date", wire_time(payment.created_at)),
+        ("pg_can_reject", "1" if status is PaymentStatus.OK and not payment.result_sent else "0"),
+        ("pg_amount", money(payment.amount, payment.currency)),
+        ("pg_currency", payment.currency),
+        ("pg_payment_system", _payment_system(payment, attempt)),
+        ("pg_card_pan", (attempt.card_masked or "") if attempt else ""),
+        ("pg_refund_amount", money(payment.refunded_amount, payment.currency)),
+    ]
+    if payment.failure_code is not None:
+        fields += [
+            ("pg_failure_code", str(payment.failure_code)),
+            ("pg_failure_description", payment.failure_description or ""),
+        ]
+    return fields
+
+
+def status3_fields(payment: Payment, attempt: PaymentAttempt | None) -> Params:
+    status = PaymentStatus(payment.status)
+    fields: Params = [
+        ("pg_payment_id", str(payment.id)),
+        ("pg_order_id", payment.order_id or ""),
+        ("pg_payment_status", PAYMENT_STATUS3[status]),
+        ("pg_payment_method", (attempt.method if attempt else "") or ""),
+        ("pg_amount", money(payment.amount, payment.currency)),
+        ("pg_currency", payment.currency),
+        (
+            "pg_clearing_amount",
+            money(payment.amount if payment.captured or not payment.two_step else 0, payment.currency)
+            if status in (PaymentStatus.OK, PaymentStatus.REVOKED)
+            else money(0, payment.currency),
+        ),
+        ("pg_revoke_amount", money(payment.refunded_amount, payment.currency)),
+        ("pg_testing_mode", "1" if payment.testing else "0"),
+        ("pg_create_date", wire_time(payment.created_at)),
+        ("pg_payment_date", wire_time(payment.paid_at) if payment.paid_at else ""),
+        ("pg_card_name", (attempt.card_holder or "") if attempt else ""),
+        ("pg_card_pan", (attempt.card_masked or "") if attempt else ""),
+        ("pg_card_token", ""),
+        ("pg_reference", (attempt.rrn or "") if attempt else ""),
+        ("pg_auth_code", (attempt.auth_code or "") if attempt else ""),
+        ("pg_refund_payments", []),
+    ]
+    if payment.failure_code is not None:
+        fields += [
+            ("pg_failure_code", str(payment.failure_code)),
+            ("pg_failure_description", payment.failure_description or ""),
+        ]
+    return fields
+
+
+def _payment_system(payment: Payment, attempt: PaymentAttempt | None) -> str:
+    if attempt is not None:
+        return "BANKCARD" if attempt.method == "bankcard" else "MOBILE_COMMERCE"
+    return payment.payment_system or ""

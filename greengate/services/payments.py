@@ -1,0 +1,271 @@
+"""Merchant API payments: create, look up, cancel, expire; every status change goes through `transition`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound
+from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
+from greengate.runtime import Runtime
+from greengate.services import outbox
+from greengate.store.models import Merchant, Payment, PaymentAttempt, PaymentEvent
+
+EXPIRE_JOB = "payment.expire"
+CHECK_CALLBACK = "merchant.check"
+RESULT_CALLBACK = "merchant.result"
+S = PaymentStatus
+
+
+def page_url(rt: Runtime, payment: Payment) -> str:
+    return f"{rt.settings.public_base_url.rstrip('/')}/pay/{payment.access_token}"
+
+
+def is_testing(merchant: Merchant, requested: bool) -> bool:
+    """Test-mode merchants only ever make test payments; live ones only when asked with pg_testing_mode=1."""
+    return merchant.mode == "test" or requested
+
+
+async def init_payment(
+    session: AsyncSession, rt: Runtime, merchant: Merchant, req: NewPayment, now: datetime
+) -> Payment:
+    if req.order_id is not None:
+        existing = await session.scalar(
+            select(Payment).where(
+                Payment.merchant_id == merchant.id,
+                Payment.order_id == req.order_id,
+                Payment.open_order.is_(True),
+            )
+        )
+        if existing is not None:
+            if (existing.amount, existing.currency, existing.description) == (
+                req.amount,
+                req.currency,
+                req.description,
+            ) and S(existing.status) in PAYER_STEPS:
+                return existing  # the same request retried: one payment
+            raise InvalidRequest(
+                f"pg_order_id {req.order_id} already has a payment that is open or paid", field="pg_order_id"
+            )
+    urls = dict(req.urls)
+    for name in ("check", "result", "refund", "capture", "success", "failure"):
+        urls.setdefault(name, getattr(merchant, f"{name}_url") or "")
+    payment = Payment(
+        merchant_id=merchant.id,
+        order_id=req.order_id,
+        open_order=True,
+        status=S.NEW.value,
+        version=1,
+        amount=req.amount,
+        currency=req.currency,
+        description=req.description,
+        testing=is_testing(merchant, req.testing),
+        payment_system=req.payment_system,
+        language=req.language,
+        request_method=req.request_method or merchant.request_method or "POST",
+        check_url=(urls["check"] or None) if ("check" in req.urls or merchant.check_enabled) else None,
+        result_url=urls["result"] or None,
+        refund_url=urls["refund"] or None,
+        capture_url=urls["capture"] or None,
+        success_url=urls["success"] or None,
+        failure_url=urls["failure"] or None,
+        success_url_method=req.success_url_method,
+        failure_url_method=req.failure_url_method,
+        state_url=urls.get("state"),
+        state_url_method=req.state_url_method,
+        site_url=urls.get("site"),
+        user_phone=req.user_phone,
+        user_email=req.user_email,
+        user_ip=req.user_ip,
+        user_id=req.user_id,
+        two_step=req.two_step,
+        captured=False,
+        recurring_start=req.recurring_start,
+        recurring_lifetime_months=req.recurring_lifetime,
+        extra_params=json.dumps(req.extras, ensure_ascii=False),
+        receipt=json.dumps(req.receipt, ensure_ascii=False) if req.receipt else None,
+        access_token=secrets.token_urlsafe(24),
+        require_3ds=False,
+        refunded_amount=0,
+        result_sent=False,
+        expires_at=now + timedelta(seconds=req.lifetime),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(payment)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # A concurrent init with the same order id won the race.
+        raise InvalidRequest(
+            f"pg_order_id {req.order_id} already has a payment that is open or paid", field="pg_order_id"
+        ) from None
+    session.add(
+        PaymentEvent(
+            payment_id=payment.id, from_status=None, to_status=payment.status, actor="api", note="", at=now
+        )
+    )
+    outbox.enqueue(
+        session,
+        kind=EXPIRE_JOB,
+        aggregate=f"payment:{payment.id}",
+        payload={"payment_id": payment.id},
+        now=now,
+        due_at=payment.expires_at,
+        merchant_id=merchant.id,
+    )
+    return payment
+
+
+async def find_payment(
+    session: AsyncSession,
+    merchant_id: int,
+    *,
+    payment_id: str | None,
+    order_id: str | None,
+    lock: bool = False,
+) -> Payment:
+    if not payment_id and not order_id:
+        raise InvalidRequest("pg_payment_id or pg_order_id is required", field="pg_payment_id")
+    stmt = select(Payment).where(Payment.merchant_id == merchant_id)
+    if payment_id:
+        if not payment_id.isascii() or not payment_id.isdigit() or len(payment_id) > 18:
+            raise InvalidRequest("pg_payment_id must be a number", field="pg_payment_id")
+        stmt = stmt.where(Payment.id == int(payment_id))
+    if order_id:
+        # The newest payment for the order id: earlier ones failed or expired.
+        stmt = stmt.where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)
+    if lock:
+        stmt = stmt.with_for_update()
+    payment = await session.scalar(stmt)
+    if payment is None:
+        raise TransactionNotFound("transaction not found")
+    return payment
+
+
+async def lock_payment(session: AsyncSession, payment_id: int) -> Payment:
+    payment = await session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
+    if payment is None:
+        raise TransactionNotFound(f"payment {payment_id} not found")
+    return payment
+
+
+async def latest_attempt(session: AsyncSession, payment_id: int) -> PaymentAttempt | None:
+    return await session.scalar(
+        select(PaymentAttempt)
+        .where(PaymentAttempt.payment_id == payment_id)
+        .order_by(PaymentAttempt.id.desc())
+        .limit(1)
+    )
+
+
+async def transition(
+    session: AsyncSession,
+    payment: Payment,
+    target: PaymentStatus,
+    *,
+    actor: str,
+    now: datetime,
+    note: str = "",
+    changes: dict[str, Any] | None = None,
+) -> Payment:
+    """The one way a payment changes status. The caller holds the payment's row lock."""
+    current = S(payment.status)
+    check_transition(current, target)
+    values = dict(changes or {}, status=target.value, version=payment.version + 1, updated_at=now)
+    if target in FINAL:
+        values["open_order"] = False  # the merchant may try this order id again
+    if target is S.OK:
+        values.setdefault("paid_at", now)
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.version == payment.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise BusinessRuleViolation(f"payment {payment.id} changed concurrently", code="transaction_locked")
+    for key, value in values.items():
+        set_committed_value(payment, key, value)
+    session.add(
+        PaymentEvent(
+            payment_id=payment.id,
+            from_status=current.value,
+            to_status=target.value,
+            actor=actor,
+            note=note,
+            at=now,
+        )
+    )
+    if target in (S.OK, S.FAILED) and payment.result_url:
+        outbox.enqueue(
+            session,
+            kind=RESULT_CALLBACK,
+            aggregate=f"payment:{payment.id}",
+            payload={"payment_id": payment.id, "status": target.value},
+            now=now,
+            merchant_id=payment.merchant_id,
+            target_url=payment.result_url,
+        )
+    if target is S.CHECK:
+        outbox.enqueue(
+            session,
+            kind=CHECK_CALLBACK,
+            aggregate=f"payment:{payment.id}",
+            payload={"payment_id": payment.id},
+            now=now,
+            merchant_id=payment.merchant_id,
+            target_url=payment.check_url,
+        )
+    return payment
+
+
+async def cancel_payment(session: AsyncSession, payment: Payment, now: datetime, actor: str) -> Payment:
+    """cancel.php: a payment the payer has not paid yet."""
+    status = S(payment.status)
+    if status not in PAYER_STEPS and status is not S.PENDING:
+        raise BusinessRuleViolation(
+            f"a payment in status {status.value} cannot be canceled", code="state_forbids"
+        )
+    return await transition(
+        session,
+        payment,
+        S.CANCELED,
+        actor=actor,
+        now=now,
+        changes={"failure_code": 400, "failure_description": "canceled by the merchant"},
+    )
+
+
+async def expire_payment(session: AsyncSession, payment_id: int, now: datetime) -> bool:
+    """Lifetime job: a payment still waiting for the payer when its lifetime ends is incomplete."""
+    payment = await session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
+    if payment is None or S(payment.status) not in PAYER_STEPS or payment.expires_at > now:
+        return False
+    await transition(
+        session,
+        payment,
+        S.EXPIRED,
+        actor="worker",
+        now=now,
+        note="lifetime passed",
+        changes={"failure_code": 360, "failure_description": "payment lifetime expired"},
+    )
+    return True
+
+
+async def mark_result_delivered(session: AsyncSession, payment_id: int) -> None:
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id)
+        .values(result_sent=True)
+        .execution_options(synchronize_session=False)
+    )
