@@ -24,6 +24,7 @@ EXPONENTS: dict[str, int] = {
 _DECIMAL_TEXT = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?$")
 # Refuse absurd inputs before Decimal sees them (keeps parsing O(1) and storage in BIGINT).
 _MAX_INTEGER_DIGITS = 15
+_MAX_FRACTION_DIGITS = 100
 
 
 def exponent(currency: str) -> int:
@@ -69,6 +70,11 @@ def parse_decimal_text(raw: object, *, field: str = "amount", max_places: int | 
     elif isinstance(raw, Decimal):
         if not raw.is_finite():
             raise InvalidAmount(f"{field} must be a finite number", field=field)
+        # A JSON number like 1e99999999999 is a few bytes but would format to that many digits.
+        if raw.adjusted() >= _MAX_INTEGER_DIGITS:
+            raise InvalidAmount(f"{field} is too large", field=field)
+        if -int(raw.as_tuple().exponent) > _MAX_FRACTION_DIGITS:
+            raise InvalidAmount(f"{field} has too many decimal places", field=field)
         text = format(raw, "f")
     elif isinstance(raw, str):
         text = raw.strip()

@@ -86,10 +86,11 @@ async def record_transfer(
     if len(under) == 1:
         await _apply(session, rt, row, under[0], transfer.amount, now, actor, "underpayment within tolerance")
         return row
-    if under or len(awaiting) == 1:
-        row.status, row.order_id = REVIEW, (under or awaiting)[0].id
+    if under:
+        row.status, row.order_id = REVIEW, under[0].id
         row.note = "amount differs from the payable amount; held for review"
         return row
+    # An exact match with a recently closed order says more than "the only open order" does.
     late = await session.scalar(
         select(ExchangeOrder)
         .where(
@@ -104,6 +105,10 @@ async def record_transfer(
     if late is not None:
         row.status, row.order_id = REVIEW, late.id
         row.note = f"late payment for {late.status} order"
+        return row
+    if len(awaiting) == 1:
+        row.status, row.order_id = REVIEW, awaiting[0].id
+        row.note = "amount differs from the payable amount; held for review"
         return row
     row.note = "no open order on this requisite expects this amount"
     return row

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from greengate.clock import utcnow
 from greengate.runtime import Runtime
 from greengate.services.directions import DirectionChanges, create_direction
 from greengate.services.merchants import create_merchant, update_exchange_settings
 from greengate.services.requisites import add_requisite
+from greengate.store.models import Base, ExchangeOrder
 
 WALLET = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
 TESTNET_WALLET = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx"
@@ -105,3 +111,37 @@ async def check(client: httpx.AsyncClient, who: Client, ids: Any) -> list[dict[s
     assert response.status_code == 200, response.text
     orders: list[dict[str, Any]] = response.json()["data"]["orders"]
     return orders
+
+
+def exact_json(response: httpx.Response) -> Any:
+    """The response body with JSON numbers kept as exact Decimals (never floats)."""
+    return json.loads(response.text, parse_float=Decimal)
+
+
+async def load_order(rt: Runtime, order_id: int | str) -> ExchangeOrder:
+    async with rt.db.transaction() as session:
+        order = await session.get(ExchangeOrder, int(order_id))
+    assert order is not None, f"order {order_id} not in the database"
+    return order
+
+
+async def table_contents(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary-key order: equal snapshots mean nothing was written."""
+    contents: dict[str, list[tuple[Any, ...]]] = {}
+    async with rt.db.transaction() as session:
+        for table in Base.metadata.sorted_tables:
+            rows = await session.execute(select(table).order_by(*table.primary_key.columns))
+            contents[table.name] = [tuple(row) for row in rows]
+    return contents
+
+
+async def empty_tables(database_url: str) -> None:
+    """Delete every row, children first. On PostgreSQL this is several times faster than TRUNCATE for
+    the handful of rows a test leaves; ids keep counting up, which no test relies on."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                await conn.execute(table.delete())
+    finally:
+        await engine.dispose()

@@ -96,6 +96,15 @@ async def _json(request: Request, rt: Runtime) -> tuple[bytes, dict[str, Any]]:
     return body, parse_json_object(body)
 
 
+async def _receive_body(request: Request, rt: Runtime) -> None:
+    """Take in the whole body before a transaction opens, so a client sending it slowly holds no
+    database connection (nor, on SQLite, the write lock); `_json` then reads Starlette's cached copy."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > rt.settings.max_request_bytes:
+        return  # `_json` refuses it without reading it
+    await request.body()
+
+
 async def _merchant(session: AsyncSession, api_secret: str | None) -> Merchant:
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
@@ -173,6 +182,7 @@ async def post_order_create(
     """Create an order: lock the rate, assign requisites (or leave it unconfirmed until one frees up)."""
     rt = _rt(request)
     now = utcnow()
+    await _receive_body(request, rt)
     async with rt.db.transaction() as session:
         merchant = await _merchant(session, api_secret)
         raw, data = await _json(request, rt)
@@ -217,6 +227,7 @@ async def post_order_create(
 async def post_order_check(request: Request, api_secret: str | None = ApiSecret) -> Response:
     """The client's own orders among the ids; others' and unknown ids are simply absent."""
     rt = _rt(request)
+    await _receive_body(request, rt)
     async with rt.db.transaction() as session:
         merchant = await _merchant(session, api_secret)
         _, data = await _json(request, rt)
@@ -235,6 +246,7 @@ async def post_order_cancel(request: Request, api_secret: str | None = ApiSecret
     """Cancel the client's unconfirmed or awaiting orders; report the others as failed."""
     rt = _rt(request)
     now = utcnow()
+    await _receive_body(request, rt)
     async with rt.db.transaction() as session:
         merchant = await _merchant(session, api_secret)
         _, data = await _json(request, rt)
@@ -293,9 +305,12 @@ async def post_incoming_transfer(
         raise InvalidRequest("external_id must be a string of 1-100 characters", field="external_id")
     if data.get("amount") is None:
         raise InvalidRequest("amount is required", code="missing_field", field="amount")
+    amount = parse_amount(data.get("amount"), currency, field="amount")
+    if amount <= 0:
+        raise InvalidRequest("amount must be greater than 0", field="amount")
     transfer = TransferInput(
         requisite_number=_text(data, "requisite", max_length=40),
-        amount=parse_amount(data.get("amount"), currency, field="amount"),
+        amount=amount,
         currency=currency,
         external_id=external_id,
         received_at=_received_at(data, now),
