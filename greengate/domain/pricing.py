@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 from greengate.domain.errors import InvalidRequest
 from greengate.domain.money import exponent, to_major
@@ -24,10 +24,14 @@ def amount_receivable_sat(
         raise InvalidRequest("commission must be in [0, 100)", code="invalid_commission")
     exponent(fiat_currency)
     with localcontext() as ctx:
-        # Enough precision that the 8th decimal is exact before the explicit ROUND_DOWN.
-        ctx.prec = 50
-        btc = to_major(amount_payable_minor, fiat_currency) / rate * (1 - commission_percent / 100)
-        sat = (btc * SATOSHI_PER_BTC).to_integral_value(rounding=ROUND_DOWN)
+        # Multiply first (exact at this precision), then one integer division: `//` truncates the
+        # exact quotient, where `/` would round it to the context first and could round up a
+        # value just below a whole satoshi.
+        ctx.prec = 80
+        numerator = (
+            to_major(amount_payable_minor, fiat_currency) * (100 - commission_percent) * SATOSHI_PER_BTC
+        )
+        sat = numerator // (rate * 100)
     return int(sat)
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal, localcontext
+import math
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -36,11 +38,14 @@ def test_receivable_never_exceeds_the_exact_value_by_any_satoshi(
     amount: int, rate: Decimal, commission: Decimal
 ) -> None:
     sat = amount_receivable_sat(amount, "RUB", rate, commission)
-    with localcontext() as ctx:
-        ctx.prec = 80
-        exact = Decimal(amount) / 100 / rate * (1 - commission / 100) * 100_000_000
-    assert sat == int(exact.to_integral_value(rounding=ROUND_DOWN))
+    exact = Fraction(amount, 100) / Fraction(rate) * (1 - Fraction(commission) / 100) * 100_000_000
+    assert sat == math.floor(exact)
     assert 0 <= exact - sat < 1
+
+
+def test_a_whole_satoshi_is_not_lost_to_rounding() -> None:
+    # 0.01 / 6.04 x 22.65 % is exactly 37500 satoshi; dividing first would give 37499.999...
+    assert amount_receivable_sat(1, "RUB", Decimal("6.04"), Decimal("77.35")) == 37_500
 
 
 @given(amounts, amounts, rates, commissions)
