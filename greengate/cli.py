@@ -528,6 +528,104 @@ def rates_refresh() -> None:
         typer.echo(f"{key}: {outcome}")
 
 
+# --- fees and ledger -------------------------------------------------------------------------
+
+ledger_app = typer.Typer(help="Double-entry ledger: balances and the consistency check", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+
+@merchant_app.command("fee")
+def merchant_fee(
+    merchant_id: int,
+    currency: str = typer.Option(..., "--currency", help="Currency of the payments the fee applies to"),
+    payment_system: str = typer.Option("*", "--payment-system", help="BANKCARD, MOBILE_COMMERCE or * (any)"),
+    percent: str = typer.Option("0", "--percent", help="Percent of the amount, e.g. 2.5"),
+    fixed: str = typer.Option("0", "--fixed", help="Fixed part in major units, e.g. 10"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Set the gateway's fee on a merchant's payments (percent rounded half up, plus the fixed part)."""
+    from greengate.services.fees import set_fee
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        cur = currency.upper()
+        async with rt.db.transaction() as session:
+            row = await set_fee(
+                session,
+                merchant_id,
+                payment_system=payment_system,
+                percent=percent,
+                fixed=parse_amount(fixed, cur, field="fixed"),
+                currency=cur,
+                now=utcnow(),
+                actor="operator:cli",
+            )
+            return {
+                "merchant_id": merchant_id,
+                "payment_system": row.payment_system,
+                "currency": row.currency,
+                "percent": row.percent,
+                "fixed": format_minor(row.fixed, row.currency),
+            }
+
+    data = _run(work)
+    _echo(
+        data,
+        as_json,
+        f"merchant {merchant_id} fee for {data['payment_system']} in {data['currency']}: "
+        f"{data['percent']}% + {data['fixed']}",
+    )
+
+
+@ledger_app.command("check")
+def ledger_check() -> None:
+    """Recompute every balance from the entries; print OK, or the problems and exit 1."""
+    from greengate.services.ledger import check
+
+    async def work(rt: Runtime) -> list[str]:
+        async with rt.db.transaction() as session:
+            return await check(session)
+
+    problems = _run(work)
+    if problems:
+        for line in problems:
+            typer.echo(line)
+        raise typer.Exit(1)
+    typer.echo("OK")
+
+
+@ledger_app.command("balances")
+def ledger_balances(
+    merchant: int | None = typer.Option(None, "--merchant", help="Only this merchant's accounts"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Account balances on each account's normal side, in major units."""
+    from greengate.services.ledger import balances
+
+    async def work(rt: Runtime) -> list[dict[str, Any]]:
+        async with rt.db.transaction() as session:
+            rows = await balances(session, merchant)
+        return [
+            {
+                "owner": b.owner,
+                "kind": b.kind,
+                "currency": b.currency,
+                "balance": format_minor(b.balance, b.currency),
+            }
+            for b in rows
+        ]
+
+    data = _run(work)
+    header = {"owner": "OWNER", "kind": "KIND", "currency": "CURRENCY", "balance": "BALANCE"}
+    widths = {k: max(len(str(r[k])) for r in [header, *data]) for k in header}
+    lines = [
+        "  ".join(
+            str(r[k]).rjust(widths[k]) if k == "balance" else str(r[k]).ljust(widths[k]) for k in header
+        ).rstrip()
+        for r in [header, *data]
+    ]
+    _echo(data, as_json, "\n".join(lines))
+
+
 def main() -> None:
     app()
 

@@ -24,7 +24,7 @@ from greengate.domain.pricing import amount_receivable_sat
 from greengate.metrics import ORDER_TRANSITIONS
 from greengate.payouts.btc import validate_txid
 from greengate.runtime import Runtime
-from greengate.services import outbox
+from greengate.services import ledger, outbox
 from greengate.services.rates import current_rate
 from greengate.services.requisites import (
     allocation_choices,
@@ -247,6 +247,7 @@ async def transition(
         raise BusinessRuleViolation(f"order {order.id} changed concurrently", code="concurrent_update")
     for key, value in values.items():
         set_committed_value(order, key, value)
+    await ledger.post_order_transition(session, order, target, now)
     ORDER_TRANSITIONS.labels(to=target.value).inc()
     session.add(
         OrderEvent(

@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
 from greengate.runtime import Runtime
-from greengate.services import outbox
+from greengate.services import ledger, outbox
 from greengate.store.models import Merchant, Payment, PaymentAttempt, PaymentEvent
 
 EXPIRE_JOB = "payment.expire"
@@ -185,6 +185,8 @@ async def transition(
         values["open_order"] = False  # the merchant may try this order id again
     if target is S.OK:
         values.setdefault("paid_at", now)
+    booking = await ledger.book_payment_transition(session, payment, target, values)
+    values.update(booking.values)
     result = await session.execute(
         update(Payment)
         .where(Payment.id == payment.id, Payment.version == payment.version)
@@ -195,6 +197,7 @@ async def transition(
         raise BusinessRuleViolation(f"payment {payment.id} changed concurrently", code="transaction_locked")
     for key, value in values.items():
         set_committed_value(payment, key, value)
+    await booking.post(session, now)
     session.add(
         PaymentEvent(
             payment_id=payment.id,

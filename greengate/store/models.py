@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     ForeignKey,
     Index,
     Integer,
@@ -339,6 +340,8 @@ class Payment(Base):
     access_token: Mapped[str] = mapped_column(String(64), unique=True)
     require_3ds: Mapped[bool] = mapped_column(Boolean, default=False)
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The gateway's fee charged on the payment (minor units); the merchant nets amount - fee_amount.
+    fee_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     failure_code: Mapped[int | None] = mapped_column(Integer)
     failure_description: Mapped[str | None] = mapped_column(Text)
     result_sent: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -387,3 +390,73 @@ class PaymentEvent(Base):
     actor: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerAccount(Base):
+    """One currency's account of one owner; the debit/credit sums are a cache of its entries."""
+
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (UniqueConstraint("owner", "kind", "currency"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(40))  # "gateway" | "merchant:<id>"
+    kind: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(8))
+    debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Two-phase (pending) transfers; authorisations currently use the merchant's pending account.
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LedgerTransaction(Base):
+    """An immutable, balanced set of entries naming the business object and reason that caused it.
+
+    The unique key makes a movement post once, however often its business step is retried."""
+
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (UniqueConstraint("object_type", "object_id", "reason"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[str] = mapped_column(String(60))
+    rate: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class LedgerEntry(Base):
+    """One leg of a ledger transaction. Append-only: corrections are new, reversing transactions."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint("(debit > 0 AND credit = 0) OR (debit = 0 AND credit > 0)", name="one_side"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    debit: Mapped[int] = mapped_column(BigInteger)
+    credit: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MerchantFee(Base):
+    """The gateway's fee on a merchant's payments: percent of the amount plus a fixed part, per payment
+    system ("*" for any) and currency."""
+
+    __tablename__ = "merchant_fees"
+    __table_args__ = (UniqueConstraint("merchant_id", "payment_system", "currency"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    payment_system: Mapped[str] = mapped_column(String(32), default="*")
+    currency: Mapped[str] = mapped_column(String(8))
+    percent: Mapped[str] = mapped_column(String(16), default="0")
+    fixed: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -44,7 +44,8 @@ def callback_params(
         ("pg_order_id", payment.order_id or ""),
         ("pg_amount", amount),
         ("pg_currency", payment.currency),
-        ("pg_net_amount", amount),
+        # What the merchant is credited: the amount less the gateway's fee.
+        ("pg_net_amount", format_minor(payment.amount - payment.fee_amount, payment.currency)),
         ("pg_ps_amount", amount),
         ("pg_ps_full_amount", amount),
         ("pg_ps_currency", payment.currency),
