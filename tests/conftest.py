@@ -40,12 +40,19 @@ def is_postgres(url: str) -> bool:
 async def wipe(url: str) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
     async with engine.begin() as conn:
+        # DELETE on these small tables is far cheaper than TRUNCATE, which rewrites every file.
+        for table in reversed(Base.metadata.sorted_tables):
+            await conn.execute(table.delete())
         if is_postgres(url):
-            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
-            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(Base.metadata.sorted_tables):
-                await conn.execute(table.delete())
+            for table in Base.metadata.sorted_tables:
+                if "id" in table.c and table.c.id.autoincrement is not False:
+                    await conn.execute(
+                        text(
+                            "SELECT setval(seq, 1, false) FROM pg_get_serial_sequence(:t, 'id') AS seq"
+                            " WHERE seq IS NOT NULL"
+                        ),
+                        {"t": table.name},
+                    )
     await engine.dispose()
 
 

@@ -16,7 +16,11 @@ class ForbiddenTarget(Exception):
 
 def validate_callback_url(url: str, *, allow_private: bool) -> str:
     """Syntax and literal-address check at configuration time; DNS is checked again at send time."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise InvalidRequest("callback URL is not a valid URL", code="invalid_url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest("callback URL must be an absolute http(s) URL", code="invalid_url")
     if len(url) > 2000:

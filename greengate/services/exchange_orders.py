@@ -178,7 +178,8 @@ async def _choices(session: AsyncSession, direction: Direction, amount: int):  #
     cands = await candidates(session, direction.payment_method)
     if not cands:
         return []
-    span = direction.unique_amount_span if direction.unique_amounts else 0
+    # Shifted amounts stay within the direction's maximum.
+    span = min(direction.unique_amount_span, direction.max_amount - amount) if direction.unique_amounts else 0
     taken = await taken_amounts(session, direction.payment_method, amount, amount + span)
     return allocation_choices(cands, amount, span, taken)
 

@@ -56,6 +56,10 @@ async def deliver(
         )
     except ForbiddenTarget as exc:
         return DeliveryOutcome(None, "", f"refused target: {exc}", elapsed())
+    except (httpx.InvalidURL, ValueError) as exc:
+        # No request can be built for this URL (bad IDNA host, port out of range, ...): record it as a
+        # failed attempt so the retry schedule applies instead of the job failing without an outcome.
+        return DeliveryOutcome(None, "", f"invalid target {url!r}: {exc}", elapsed())
     except httpx.TimeoutException:
         return DeliveryOutcome(None, "", "timeout", elapsed())
     except httpx.HTTPError as exc:
