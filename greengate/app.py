@@ -25,7 +25,7 @@ from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
-from greengate.web import exchange_pages
+from greengate.web import checkout, exchange_pages
 from greengate.worker.loop import Worker
 
 log = structlog.get_logger(__name__)
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(exchange_routes.router)
     app.include_router(merchant_routes.router)
     app.include_router(exchange_pages.router)
+    app.include_router(checkout.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -171,22 +171,63 @@ def merchant_update(
     default_wallet: str | None = typer.Option(
         None, "--default-wallet", help='Default BTC payout wallet ("" clears)'
     ),
+    mode: str | None = typer.Option(None, "--mode", help="Merchant API mode: test or live"),
+    active: bool | None = typer.Option(None, "--active/--inactive", help="Enable or disable the merchant"),
+    check_url: str | None = typer.Option(None, "--check-url", help='Default check URL ("" clears)'),
+    result_url: str | None = typer.Option(None, "--result-url", help='Default result URL ("" clears)'),
+    refund_url: str | None = typer.Option(None, "--refund-url", help='Default refund URL ("" clears)'),
+    capture_url: str | None = typer.Option(None, "--capture-url", help='Default capture URL ("" clears)'),
+    success_url: str | None = typer.Option(None, "--success-url", help='Default success URL ("" clears)'),
+    failure_url: str | None = typer.Option(None, "--failure-url", help='Default failure URL ("" clears)'),
+    request_method: str | None = typer.Option(
+        None, "--request-method", help="How callbacks are sent by default: GET, POST or XML"
+    ),
+    check_enabled: bool | None = typer.Option(
+        None, "--check-enabled/--check-disabled", help="Send the check request by default"
+    ),
 ) -> None:
-    """Change a client's exchange settings."""
-    from greengate.services.merchants import get_merchant, update_exchange_settings
+    """Change a client's exchange settings and a merchant's Merchant API settings."""
+    from greengate.services.merchants import (
+        MerchantApiSettings,
+        get_merchant,
+        update_exchange_settings,
+        update_merchant_settings,
+    )
+
+    api = MerchantApiSettings(
+        mode=mode,
+        active=active,
+        check_url=check_url,
+        result_url=result_url,
+        refund_url=refund_url,
+        capture_url=capture_url,
+        success_url=success_url,
+        failure_url=failure_url,
+        request_method=request_method,
+        check_enabled=check_enabled,
+    )
 
     async def work(rt: Runtime) -> None:
         async with rt.db.transaction() as session:
             m = await get_merchant(session, merchant_id, lock=True)
-            await update_exchange_settings(
-                session,
-                m,
-                network=rt.settings.btc_network,
-                now=utcnow(),
-                allow_private_callbacks=rt.settings.callback_allow_private,
-                webhook_url=webhook_url,
-                default_wallet=default_wallet,
-            )
+            if webhook_url is not None or default_wallet is not None or api == MerchantApiSettings():
+                await update_exchange_settings(
+                    session,
+                    m,
+                    network=rt.settings.btc_network,
+                    now=utcnow(),
+                    allow_private_callbacks=rt.settings.callback_allow_private,
+                    webhook_url=webhook_url,
+                    default_wallet=default_wallet,
+                )
+            if api != MerchantApiSettings():
+                await update_merchant_settings(
+                    session,
+                    m,
+                    api,
+                    now=utcnow(),
+                    allow_private_callbacks=rt.settings.callback_allow_private,
+                )
 
     _run(work)
     typer.echo(f"merchant {merchant_id} updated")

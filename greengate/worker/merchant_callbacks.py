@@ -13,6 +13,7 @@ from greengate.api.exchange.wire import wire_time
 from greengate.api.merchant.codec import (
     MalformedRequest,
     is_xml_name,
+    parse_query,
     parse_xml,
     render_form,
     render_query,
@@ -77,10 +78,15 @@ def callback_params(
     return fields
 
 
-def _with_query(url: str, query: str) -> str:
-    parts = urlsplit(url)
-    joined = f"{parts.query}&{query}" if parts.query else query
-    return urlunsplit(parts._replace(query=joined))
+def _url_params(url: str) -> Params | None:
+    """The parameters of the URL's query string; None when they cannot be read (not UTF-8)."""
+    query = urlsplit(url).query
+    if not query:
+        return []
+    try:
+        return parse_query(query)
+    except MalformedRequest:
+        return None
 
 
 async def send(
@@ -89,6 +95,10 @@ async def send(
     """Sign and send one callback; returns what was sent (for the delivery log), the HTTP outcome and
     the merchant's answer."""
     script = script_name_from_url(url)
+    # Parameters in the merchant's own URL (result.php?shop=7) reach it with the message, so they are
+    # signed with it and travel in it too: the merchant verifies everything it receives.
+    own = _url_params(url)
+    params = [*(own or []), *params]
     if method == "XML":
         # Only parameters XML can name travel (and are signed) in a pg_xml callback.
         params = [(name, value) for name, value in params if is_xml_name(name)]
@@ -96,8 +106,14 @@ async def send(
     salt = first(message, "pg_salt") or ""
     if method == "GET":
         sent = render_query(message)
+        parts = urlsplit(url)
+        query = f"{parts.query}&{sent}" if own is None else sent
         outcome = await deliver(
-            client, method="GET", url=_with_query(url, sent), headers={}, allow_private=allow_private
+            client,
+            method="GET",
+            url=urlunsplit(parts._replace(query=query)),
+            headers={},
+            allow_private=allow_private,
         )
     else:
         if method == "XML":

@@ -50,10 +50,16 @@ Handler = Callable[[AsyncSession, Runtime, MerchantCall], Awaitable[Params]]
 KeyKind = Literal["payment", "payout"]  # which merchant secret signs the script
 
 
+def _as_read(fields: Params) -> Params:
+    """An empty nested list renders as an empty element, which every reader (the reference signer
+    included) takes as the empty string: sign it as that, or the answer would not verify."""
+    return [(name, (_as_read(value) or "") if isinstance(value, list) else value) for name, value in fields]
+
+
 def signed(script: str, fields: Params, secret: str | None) -> Params:
     if secret is None:
         return fields
-    return with_signature(script, fields, secret, new_salt())
+    return with_signature(script, _as_read(fields), secret, new_salt())
 
 
 def error_fields(error: DomainError) -> Params:
