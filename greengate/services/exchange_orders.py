@@ -4,7 +4,7 @@ running inside the caller's transaction; every status change goes through `trans
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,6 +27,7 @@ from greengate.runtime import Runtime
 from greengate.services import ledger, outbox
 from greengate.services.rates import current_rate
 from greengate.services.requisites import (
+    Candidate,
     allocation_choices,
     candidates,
     taken_amounts,
@@ -129,9 +130,7 @@ async def create_order(
     }
     insert = _insert(session)
     order_id: int | None = None
-    for cand, payable in await _choices(session, direction, amount):
-        if not await within_limits(session, cand, payable, now):
-            continue
+    async for cand, payable in _free_slots(session, direction, amount, now):
         row = dict(
             values,
             status=OrderStatus.AWAITING.value,
@@ -174,14 +173,25 @@ async def create_order(
     return order
 
 
-async def _choices(session: AsyncSession, direction: Direction, amount: int):  # type: ignore[no-untyped-def]
+async def _free_slots(
+    session: AsyncSession, direction: Direction, amount: int, now: datetime
+) -> AsyncIterator[tuple[Candidate, int]]:
+    """(requisite, payable amount) pairs not taken by an open order and within the card's limits."""
     cands = await candidates(session, direction.payment_method)
     if not cands:
-        return []
+        return
     # Shifted amounts stay within the direction's maximum.
     span = min(direction.unique_amount_span, direction.max_amount - amount) if direction.unique_amounts else 0
-    taken = await taken_amounts(session, direction.payment_method, amount, amount + span)
-    return allocation_choices(cands, amount, span, taken)
+    taken = await taken_amounts(session, [c.id for c in cands], amount, amount + span)
+    refused: set[int] = set()
+    for cand, payable in allocation_choices(cands, amount, span, taken):
+        if cand.id in refused:
+            continue
+        if await within_limits(session, cand, payable, now):
+            yield cand, payable
+        else:
+            # Over its limit (or locked by another order) now: a larger amount is no better.
+            refused.add(cand.id)
 
 
 def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: ExchangeOrder, now: datetime) -> None:
@@ -365,9 +375,7 @@ async def assign_waiting_orders(
     assert direction is not None
     assigned = 0
     for order in waiting:
-        for cand, payable in await _choices(session, direction, order.from_amount):
-            if not await within_limits(session, cand, payable, now):
-                continue
+        async for cand, payable in _free_slots(session, direction, order.from_amount, now):
             changes = {
                 "requisite_id": cand.id,
                 "amount_payable": payable,

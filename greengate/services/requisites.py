@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
@@ -122,10 +123,13 @@ class Candidate:
 
 async def candidates(session: AsyncSession, payment_method: str) -> list[Candidate]:
     """Active requisites of a method, least busy first, so load spreads across cards."""
+    usable = (Requisite.payment_method == payment_method, Requisite.active.is_(True))
+    # Counted through the partial (requisite, amount) index of awaiting orders, by requisite id.
     busy = (
         select(ExchangeOrder.requisite_id, func.count().label("n"))
         .where(
-            ExchangeOrder.status == OrderStatus.AWAITING.value, ExchangeOrder.payment_method == payment_method
+            ExchangeOrder.status == OrderStatus.AWAITING.value,
+            ExchangeOrder.requisite_id.in_(select(Requisite.id).where(*usable)),
         )
         .group_by(ExchangeOrder.requisite_id)
         .subquery()
@@ -133,19 +137,20 @@ async def candidates(session: AsyncSession, payment_method: str) -> list[Candida
     rows = await session.execute(
         select(Requisite.id, Requisite.daily_limit, Requisite.turnover_limit)
         .outerjoin(busy, busy.c.requisite_id == Requisite.id)
-        .where(Requisite.payment_method == payment_method, Requisite.active.is_(True))
+        .where(*usable)
         .order_by(func.coalesce(busy.c.n, 0), Requisite.id)
     )
     return [Candidate(r.id, r.daily_limit, r.turnover_limit) for r in rows]
 
 
 async def taken_amounts(
-    session: AsyncSession, payment_method: str, low: int, high: int
+    session: AsyncSession, requisite_ids: list[int], low: int, high: int
 ) -> set[tuple[int, int]]:
+    """(requisite, amount) pairs held by awaiting orders: a range scan of the partial unique index."""
     rows = await session.execute(
         select(ExchangeOrder.requisite_id, ExchangeOrder.amount_payable).where(
             ExchangeOrder.status == OrderStatus.AWAITING.value,
-            ExchangeOrder.payment_method == payment_method,
+            ExchangeOrder.requisite_id.in_(requisite_ids),
             ExchangeOrder.amount_payable.between(low, high),
         )
     )
@@ -182,6 +187,11 @@ async def within_limits(session: AsyncSession, cand: Candidate, amount: int, now
 
 def allocation_choices(
     cands: list[Candidate], amount: int, span: int, taken: set[tuple[int, int]]
-) -> list[tuple[Candidate, int]]:
-    """(requisite, payable amount) pairs to try: the exact amount on any card first, then shifted ones."""
-    return [(c, amount + k) for k in range(span + 1) for c in cands if (c.id, amount + k) not in taken]
+) -> Iterator[tuple[Candidate, int]]:
+    """(requisite, payable amount) pairs to try: the exact amount on any card first, then shifted ones.
+
+    Lazy: cards × span can run to hundreds of thousands of pairs, and the first free one usually wins."""
+    for k in range(span + 1):
+        for c in cands:
+            if (c.id, amount + k) not in taken:
+                yield c, amount + k
