@@ -1,0 +1,994 @@
+"""What every API benchmark shares: a fresh PostgreSQL database, the CLI, `greengate serve` as a
+subprocess, an HTTP/1.1 keep-alive load generator in separate processes, pgbench on the same
+database, CPU accounting from /proc, the results table and the JSON file.
+
+A benchmark module (bench/exchange.py, bench/merchant.py) seeds its data, describes each HTTP phase
+as a `Workload` (the request it sends, how it judges an answer) and each pgbench phase as a script
+under bench/pgbench/<benchmark>/, and hands the pairs to `BenchRun.finish`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import concurrent.futures
+import glob
+import http.client
+import json
+import math
+import multiprocessing
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from greengate.settings import Settings
+
+BENCH_DIR = Path(__file__).resolve().parent
+PGBENCH_DIR = BENCH_DIR / "pgbench"
+RESULTS_DIR = BENCH_DIR / "results"
+# Cores that other processes may keep busy before a run is flagged as disturbed.
+NOISE_CORES = 0.25
+CPU_SAMPLE_SECONDS = 0.5
+REQUEST_TIMEOUT = 30.0
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+SETTLE_TIMEOUT = 20.0
+CLI_TIMEOUT = 120.0
+ERROR_SAMPLES = 5
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    """What one load-generator process measured in one phase."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, requests completed in the window
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    window: float = 0.0  # seconds from the end of the warm-up to the last recorded completion
+    warmup_requests: int = 0
+    flagged: int = 0  # successes the workload counts apart (e.g. orders created without requisites)
+    unfinished: int = 0  # requests still waiting for an answer when the window closed
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used during the window
+    cpu_window: float = 0.0  # wall seconds the CPU figures cover
+
+
+@dataclass
+class PhaseSummary:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    warmup_requests: int
+    error_samples: list[str]
+    flagged: int = 0
+    flag_label: str = ""
+    unfinished: int = 0
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    cores_busy: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PgbenchSummary:
+    script: str
+    clients: int
+    threads: int
+    seconds: int
+    transactions: int
+    failed: int
+    tps: float
+    p50_ms: float
+    p99_ms: float
+    latency_avg_ms: float
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    cores_busy: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of the table: an HTTP phase, the pgbench phase doing its bare SQL, the target ratio."""
+
+    http: PhaseSummary
+    pgbench: PgbenchSummary
+    target: float
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100 * len(sorted_values))))
+    return sorted_values[rank - 1]
+
+
+def summarize(name: str, parts: list[LoadResult], flag_label: str = "") -> PhaseSummary:
+    latencies = sorted(x for p in parts for x in p.latencies)
+    seconds = max((p.window for p in parts), default=0.0)
+    samples = [s for p in parts for s in p.error_samples][:ERROR_SAMPLES]
+    n = len(latencies)
+    # Server and PostgreSQL are machine-wide figures (every load process saw the same); clients add up.
+    cpu = dict(parts[0].cpu) if parts and parts[0].cpu else {}
+    if cpu:
+        cpu["client"] = round(sum(p.cpu.get("client", 0.0) for p in parts), 3)
+        cpu["other"] = round(cpu.pop("machine") - cpu["server"] - cpu["postgres"] - cpu["client"], 3)
+    window = parts[0].cpu_window if parts else 0.0
+    return PhaseSummary(
+        name=name,
+        requests=n,
+        errors=sum(p.errors for p in parts),
+        seconds=round(seconds, 3),
+        rps=round(n / seconds, 1) if seconds > 0 else 0.0,
+        p50_ms=round(percentile(latencies, 50) * 1000, 2),
+        p99_ms=round(percentile(latencies, 99) * 1000, 2),
+        mean_ms=round(sum(latencies) / n * 1000, 2) if n else 0.0,
+        max_ms=round(latencies[-1] * 1000, 2) if n else 0.0,
+        warmup_requests=sum(p.warmup_requests for p in parts),
+        error_samples=samples,
+        flagged=sum(p.flagged for p in parts),
+        flag_label=flag_label,
+        unfinished=sum(p.unfinished for p in parts),
+        cpu_ms_per_request={k: round(v * 1000 / n, 3) for k, v in cpu.items()} if n else {},
+        cores_busy={k: round(v / window, 2) for k, v in cpu.items()} if window > 0 else {},
+    )
+
+
+# --- CPU accounting (Linux /proc) ------------------------------------------------------------------------
+
+
+def _proc_stats() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command name, parent pid, user+system CPU seconds) for every visible process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[str, int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # fields[0] is field 3 of proc(5): state; ppid is field 4, utime 14, stime 15.
+        stats[int(entry)] = (name, int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    return stats
+
+
+_CLIENT_BACKEND = re.compile(r"^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
+
+
+def _counts_for(pid: int, database: str | None) -> bool:
+    """Whether a PostgreSQL process works for this run: the database's own backends and the shared
+    background processes (WAL writer, checkpointer, ...), not the backends of other databases."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            title = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return False
+    m = _CLIENT_BACKEND.match(title)
+    return m is None or database is None or m.group(1) == database
+
+
+def cpu_sample(server_pid: int | None, database: str | None) -> dict[str, float]:
+    """CPU seconds used so far: per process of the server's tree ("server:<pid>") and of PostgreSQL
+    ("postgres:<pid>"), and by the whole machine ("machine"; whatever else runs shows as the rest)."""
+    if not os.path.isdir("/proc"):
+        return {}
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    sample: dict[str, float] = {}
+    todo = [server_pid] if server_pid in stats else []
+    while todo:
+        pid = todo.pop()
+        sample[f"server:{pid}"] = stats[pid][2]
+        todo.extend(children.get(pid, []))
+    for pid, (name, _, cpu) in stats.items():
+        if name in ("postgres", "postmaster") and _counts_for(pid, database):
+            sample[f"postgres:{pid}"] = cpu
+    with open("/proc/stat") as fh:
+        # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+        jiffies = [int(x) for x in fh.readline().split()[1:9]]
+    sample["machine"] = (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
+    return sample
+
+
+class CpuTracker:
+    """CPU seconds used between the first sample and the last, per group (server, postgres, machine).
+    Sampling every so often catches processes that exit in between (their last sample counts); one that
+    starts in between counts in full."""
+
+    def __init__(self, server_pid: int | None, database: str | None) -> None:
+        self.server_pid = server_pid
+        self.database = database
+        self.first: dict[str, float] | None = None
+        self.last: dict[str, float] = {}
+        self.started = 0.0
+        self.stopped = 0.0
+
+    def sample(self) -> None:
+        now = time.perf_counter()
+        sample = cpu_sample(self.server_pid, self.database)
+        if self.first is None:
+            self.first, self.started = sample, now
+        self.last.update(sample)
+        self.stopped = now
+
+    @property
+    def wall(self) -> float:
+        return self.stopped - self.started
+
+    def totals(self) -> dict[str, float]:
+        if not self.first or "machine" not in self.first:
+            return {}
+        totals = {"server": 0.0, "postgres": 0.0, "machine": 0.0}
+        for key, value in self.last.items():
+            totals[key.split(":", 1)[0]] += value - self.first.get(key, 0.0)
+        return {k: round(v, 3) for k, v in totals.items()}
+
+
+# --- load generator (runs in its own process) ------------------------------------------------------------
+
+
+class HttpError(Exception):
+    pass
+
+
+class Rejected(Exception):
+    """An answer that does not count as a success; the message is kept as an error sample."""
+
+
+class Workload:
+    """One HTTP phase: the request each connection sends, one at a time, and how an answer is judged.
+
+    Instances are pickled into the load-generator processes, so subclasses live at module level and
+    hold plain data. `request` runs in the client's hot loop: keep it cheap.
+    """
+
+    name = "phase"
+    flag_label = ""  # what `judge` returning True means, for the report ("" if it never does)
+
+    def request(self, rng: random.Random, host: str, port: int) -> bytes:
+        """The complete HTTP/1.1 request (keep-alive)."""
+        raise NotImplementedError
+
+    def judge(self, status: int, body: bytes) -> bool:
+        """Raise Rejected unless the answer is a success; return True for a success to count apart."""
+        raise NotImplementedError
+
+    def problem(self) -> str | None:
+        """Why the phase cannot run at all (e.g. nothing to read), counted as one error; None if it can."""
+        return None
+
+
+def post_bytes(host: str, port: int, path: str, content_type: str, body: bytes, headers: str = "") -> bytes:
+    """A POST request; `headers` holds extra header lines, each ending in CRLF."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def excerpt(body: bytes) -> str:
+    return body[:200].decode(errors="replace")
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 response: status, body, whether the server keeps the connection open."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise HttpError(f"bad status line {lines[0][:80]!r}")
+    status = int(parts[1])
+    length: int | None = None
+    chunked = False
+    keep_alive = True
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        value = value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value
+        elif name == b"connection":
+            keep_alive = value != b"close"
+    if chunked:
+        chunks = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        return status, b"".join(chunks), keep_alive
+    if length is None:
+        return status, await reader.read(), False
+    return status, await reader.readexactly(length), keep_alive
+
+
+class LoadRun:
+    """Keep-alive connections each sending one request at a time until the window or the count ends."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.host: str = spec["host"]
+        self.port: int = spec["port"]
+        self.workload: Workload = spec["workload"]
+        self.connections: int = spec["connections"]
+        self.warmup: float = spec["warmup"]
+        self.duration: float = spec["duration"]
+        self.max_requests: int = spec["max_requests"]
+        self.server_pid: int | None = spec.get("server_pid")
+        self.database: str | None = spec.get("database")
+        self.rng = random.Random(spec.get("seed"))
+        self.result = LoadResult()
+        self.warm_end = 0.0
+        self.end = 0.0
+        self.last_done = 0.0
+        self.stop = False
+        self.client_cpu_start = 0.0
+
+    def failure(self, what: str) -> None:
+        self.result.errors += 1
+        if len(self.result.error_samples) < ERROR_SAMPLES:
+            self.result.error_samples.append(what[:300])
+
+    def accept(self, status: int, body: bytes) -> bool:
+        try:
+            if self.workload.judge(status, body):
+                self.result.flagged += 1
+        except Rejected as exc:
+            self.failure(str(exc))
+            return False
+        return True
+
+    async def connection(self) -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        try:
+            while not self.stop:
+                if writer is None:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), REQUEST_TIMEOUT
+                    )
+                    assert writer is not None
+                    writer.transport.get_extra_info("socket").setsockopt(
+                        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+                    )
+                assert reader is not None and writer is not None
+                payload = self.workload.request(self.rng, self.host, self.port)
+                started = time.perf_counter()
+                if started >= self.end:
+                    break
+                keep = False
+                try:
+                    writer.write(payload)
+                    status, body, keep = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
+                    ok = False
+                    self.failure(f"{type(exc).__name__}: {exc}")
+                else:
+                    ok = self.accept(status, body)
+                done = time.perf_counter()
+                if started >= self.warm_end and done <= self.end:
+                    if ok:
+                        self.result.latencies.append(done - started)
+                        self.last_done = max(self.last_done, done)
+                        if len(self.result.latencies) >= self.max_requests:
+                            self.stop = True
+                elif started < self.warm_end:
+                    self.result.warmup_requests += 1
+                if not keep:
+                    writer.close()
+                    reader, writer = None, None
+        except (TimeoutError, OSError) as exc:
+            self.failure(f"connect: {type(exc).__name__}: {exc}")
+        finally:
+            if writer is not None:
+                writer.close()
+
+    async def track_cpu(self, tracker: CpuTracker) -> None:
+        """Sample CPU use from the end of the warm-up on, every CPU_SAMPLE_SECONDS, until cancelled."""
+        await asyncio.sleep(max(0.0, self.warm_end - time.perf_counter()))
+        self.client_cpu_start = time.process_time()
+        while True:
+            await asyncio.to_thread(tracker.sample)
+            await asyncio.sleep(CPU_SAMPLE_SECONDS)
+
+    async def run(self) -> LoadResult:
+        # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
+        self.warm_end = time.perf_counter() + self.warmup
+        self.end = self.warm_end + self.duration
+        problem = self.workload.problem()
+        if problem is not None:
+            self.failure(problem)
+            return self.result
+        tasks = [asyncio.create_task(self.connection()) for _ in range(self.connections)]
+        tracker = CpuTracker(self.server_pid, self.database)
+        sampler = asyncio.create_task(self.track_cpu(tracker))
+        # A request still running when the window closes could not be counted anyway: cancel it.
+        _, pending = await asyncio.wait(tasks, timeout=self.end - time.perf_counter() + 0.05)
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        if tracker.first is not None:
+            await asyncio.to_thread(tracker.sample)
+            cpu = tracker.totals()
+            if cpu:
+                self.result.cpu = {**cpu, "client": round(time.process_time() - self.client_cpu_start, 3)}
+                self.result.cpu_window = round(tracker.wall, 3)
+        self.result.unfinished = len(pending)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.last_done > self.warm_end:
+            self.result.window = self.last_done - self.warm_end
+        return self.result
+
+
+def load_process(spec: dict[str, Any]) -> LoadResult:
+    """Entry point of a load-generator process."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(LoadRun(spec).run())
+
+
+# --- database, CLI and server ----------------------------------------------------------------------------
+
+
+@dataclass
+class Pg:
+    host: str
+    port: int
+    user: str
+
+    def url(self, database: str) -> str:
+        return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{database}"
+
+    async def execute(self, database: str, sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user, database=database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def fetchval(self, database: str, sql: str, *args: Any) -> Any:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=self.host, port=self.port, user=self.user, database=database)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 200:
+                return
+            last = f"HTTP {response.status}: {body[:200]!r}"
+        except OSError as exc:
+            last = repr(exc)
+        finally:
+            conn.close()
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT:.0f}s: {last}")
+
+
+def settle(server_pid: int) -> bool:
+    """Wait until the server has finished the requests the load generator gave up on (its processes
+    are nearly idle); False if it is still busy after SETTLE_TIMEOUT."""
+    if not os.path.isdir("/proc"):
+        time.sleep(1.0)
+        return True
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    quiet = 0
+    while time.monotonic() < deadline:
+        tracker = CpuTracker(server_pid, None)
+        tracker.sample()
+        time.sleep(0.25)
+        tracker.sample()
+        quiet = quiet + 1 if tracker.totals().get("server", 0.0) < 0.025 else 0
+        if quiet >= 2:
+            return True
+    return False
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM to the server (it stops its workers), SIGKILL to its process group if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=STOP_TIMEOUT)
+
+
+def git_revision() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+# --- pgbench ---------------------------------------------------------------------------------------------
+
+
+def pgbench(
+    pg: Pg,
+    database: str,
+    script: Path,
+    *,
+    clients: int,
+    seconds: int,
+    variables: dict[str, int],
+    log_dir: Path,
+) -> PgbenchSummary:
+    """Run one pgbench script (`-n -M prepared`, per-transaction log for p50/p99) and read its figures."""
+    name = script.stem
+    threads = max(1, min(clients, os.cpu_count() or 1))
+    prefix = log_dir / f"pgbench_{name}"
+    cmd = [
+        shutil.which("pgbench") or "/usr/bin/pgbench",
+        "-h", pg.host,
+        "-p", str(pg.port),
+        "-U", pg.user,
+        "-n",
+        "-M", "prepared",
+        "-T", str(seconds),
+        "-c", str(clients),
+        "-j", str(threads),
+        "-l", f"--log-prefix={prefix}",
+        "-f", str(script),
+    ]  # fmt: skip
+    for var, value in variables.items():
+        cmd += ["-D", f"{var}={value}"]
+    cmd.append(database)
+    tracker = CpuTracker(None, database)
+    tracker.sample()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + seconds + 120
+    while True:
+        try:
+            out, err = proc.communicate(timeout=CPU_SAMPLE_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.communicate()
+                raise RuntimeError(f"pgbench {name} did not finish") from None
+            tracker.sample()
+    tracker.sample()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench {name} failed ({proc.returncode}): {err.strip()[-2000:]}")
+    cpu = tracker.totals()
+    cpu.pop("server", None)
+    if cpu:
+        cpu["client"] = round(
+            children_after.ru_utime
+            + children_after.ru_stime
+            - children_before.ru_utime
+            - children_before.ru_stime,
+            3,
+        )
+        cpu["other"] = round(cpu.pop("machine") - cpu["postgres"] - cpu["client"], 3)
+    wall = tracker.wall
+
+    def grab(pattern: str, default: str = "0") -> str:
+        m = re.search(pattern, out, re.MULTILINE)
+        return m.group(1) if m else default
+
+    latencies: list[float] = []
+    for path in glob.glob(f"{prefix}.*"):
+        with open(path) as fh:
+            for line in fh:
+                cols = line.split()
+                if len(cols) >= 3 and cols[2].isdigit():
+                    latencies.append(int(cols[2]) / 1e6)
+    latencies.sort()
+    transactions = int(grab(r"number of transactions actually processed: (\d+)"))
+    return PgbenchSummary(
+        script=name,
+        clients=clients,
+        threads=threads,
+        seconds=seconds,
+        transactions=transactions,
+        failed=int(grab(r"number of failed transactions: (\d+)")),
+        tps=round(float(grab(r"^tps = ([\d.]+)")), 1),
+        p50_ms=round(percentile(latencies, 50) * 1000, 2),
+        p99_ms=round(percentile(latencies, 99) * 1000, 2),
+        latency_avg_ms=float(grab(r"latency average = ([\d.]+) ms")),
+        cpu_ms_per_request={k: round(v * 1000 / max(1, transactions), 3) for k, v in cpu.items()},
+        cores_busy={k: round(v / wall, 2) for k, v in cpu.items()} if wall > 0 else {},
+    )
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b > 0 else 0.0
+
+
+def report(rows: list[Comparison]) -> list[dict[str, Any]]:
+    """Print the table, the phase details and the CPU table; return the verdict per endpoint."""
+    width = max(8, *(len(row.http.name) for row in rows))
+    verdicts = []
+    print()
+    print(
+        f"{'endpoint':<{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} | "
+        f"{'pgbench':<7} {'tps':>9} {'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} {'target':>7}  met"
+    )
+    print("-" * (102 + width))
+    for row in rows:
+        http_phase, pg_phase = row.http, row.pgbench
+        r = ratio(http_phase.rps, pg_phase.tps)
+        met = r >= row.target
+        verdicts.append({"endpoint": http_phase.name, "ratio": r, "target": row.target, "met": met})
+        print(
+            f"{http_phase.name:<{width}} {http_phase.rps:>9.1f} {http_phase.p50_ms:>8.2f} "
+            f"{http_phase.p99_ms:>8.2f} {http_phase.errors:>7} | {pg_phase.script:<7} {pg_phase.tps:>9.1f} "
+            f"{pg_phase.p50_ms:>8.2f} {pg_phase.p99_ms:>8.2f} | {r:>6.3f} {row.target:>7.2f}  "
+            f"{'yes' if met else 'NO'}"
+        )
+    print()
+    for row in rows:
+        phase = row.http
+        extra = f", {phase.flagged} {phase.flag_label}" if phase.flagged else ""
+        print(
+            f"{phase.name}: {phase.requests} requests in {phase.seconds:.2f}s "
+            f"(mean {phase.mean_ms:.2f} ms, max {phase.max_ms:.2f} ms, {phase.warmup_requests} warm-up, "
+            f"{phase.unfinished} unanswered at the end){extra}"
+        )
+        for sample in phase.error_samples:
+            print(f"  error: {sample}")
+    for row in rows:
+        pgb = row.pgbench
+        print(
+            f"pgbench {pgb.script}: {pgb.transactions} transactions, {pgb.failed} failed, "
+            f"{pgb.clients} clients, {pgb.threads} threads"
+        )
+    items: list[tuple[str, PhaseSummary | PgbenchSummary]] = [(row.http.name, row.http) for row in rows]
+    items += [(f"pgbench {row.pgbench.script}", row.pgbench) for row in rows]
+    if any(item.cores_busy for _, item in items):
+        groups = ("server", "postgres", "client", "other")
+        print("\nCPU ms per request (cores busy)" + "".join(f"{g:>17}" for g in groups))
+        for label, item in items:
+            cells = ""
+            for g in groups:
+                if g not in item.cores_busy:
+                    cells += f"{'-':>17}"
+                    continue
+                per = item.cpu_ms_per_request.get(g)
+                cells += f"{'-' if per is None else f'{per:.3f}':>10} ({item.cores_busy[g]:.2f})"
+            print(f"  {label:<29}{cells}")
+        noisy = {
+            label: item.cores_busy["other"]
+            for label, item in items
+            if item.cores_busy.get("other", 0.0) > NOISE_CORES
+        }
+        if noisy:
+            listed = ", ".join(f"{k} {v:.2f}" for k, v in noisy.items())
+            print(f"\nWARNING: other processes kept cores busy ({listed}): the figures are disturbed.")
+    return verdicts
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+
+def arg_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark has; a benchmark adds its own before `parse_args`."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=10, help="measured seconds per phase (default 10)")
+    p.add_argument("--concurrency", type=int, default=32, help="HTTP connections and pgbench clients")
+    p.add_argument("--warmup", type=float, default=1.5, help="unrecorded seconds before each phase")
+    p.add_argument("--max-requests", type=int, default=200_000, help="recorded requests per phase, at most")
+    p.add_argument("--server-workers", type=int, default=2, help="greengate serve --workers")
+    p.add_argument("--client-processes", type=int, default=1, help="load-generator processes")
+    p.add_argument("--pg-host", default="127.0.0.1")
+    p.add_argument("--pg-port", type=int, default=5432)
+    p.add_argument("--pg-user", default="postgres")
+    return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if not 1 <= args.duration <= 60:
+        p.error("--duration must be between 1 and 60 seconds")
+    if not 0 <= args.warmup <= 10:
+        p.error("--warmup must be between 0 and 10 seconds")
+    if not 1 <= args.concurrency <= 512:
+        p.error("--concurrency must be between 1 and 512")
+    if not 1 <= args.client_processes <= min(8, args.concurrency):
+        p.error("--client-processes must be between 1 and min(8, concurrency)")
+    if not 1 <= args.server_workers <= 16:
+        p.error("--server-workers must be between 1 and 16")
+    if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
+        p.error("--pg-host must be a loopback address")
+    return args
+
+
+COMMON_CONFIG = ("duration", "warmup", "concurrency", "server_workers", "client_processes", "max_requests")
+
+
+# --- one run ---------------------------------------------------------------------------------------------
+
+
+class BenchRun:
+    """One benchmark run: its database, working directory, server and load processes.
+
+    Used as a context manager: on the way out — also on failure, Ctrl-C or SIGTERM — the server is
+    stopped, the load processes are shut down and the database is dropped. Nothing is written to the
+    working directory but bench/results/<name>-<timestamp>.json.
+    """
+
+    def __init__(self, name: str, args: argparse.Namespace) -> None:
+        self.name = name
+        self.args = args
+        self.pg = Pg(args.pg_host, args.pg_port, args.pg_user)
+        self.database = f"greengate_bench_{os.getpid()}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="greengate-bench-"))
+        self.key_file = str(self.workdir / "unused.key")
+        self.keys = "bench:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
+        (self.workdir / "metrics").mkdir()
+        self.env = {
+            **os.environ,
+            "GREENGATE_DATABASE_URL": self.pg.url(self.database),
+            "GREENGATE_ENCRYPTION_KEYS": self.keys,
+            "GREENGATE_ENCRYPTION_KEY_FILE": self.key_file,
+            "GREENGATE_LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics"),
+        }
+        self.server: subprocess.Popen[bytes] | None = None
+        self.server_log = self.workdir / "server.log"
+        self.port = 0
+        self.created_db = False
+        self.started = time.monotonic()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._seed = 0
+
+    def __enter__(self) -> BenchRun:
+        # SIGTERM unwinds like Ctrl-C, so the server is stopped and the database dropped.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and self.server_log.exists() and self.server_log.stat().st_size:
+            tail = self.server_log.read_text(errors="replace")[-3000:]
+            print(f"--- server output (tail) ---\n{tail}", file=sys.stderr)
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        stop_process(self.server)
+        if self.created_db:
+            try:
+                self.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)', database="postgres")
+            except Exception as exc:
+                print(f"could not drop database {self.database}: {exc}", file=sys.stderr)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # database
+
+    @property
+    def database_url(self) -> str:
+        return self.pg.url(self.database)
+
+    def create_database(self) -> None:
+        self.execute(f'CREATE DATABASE "{self.database}"', database="postgres")
+        self.created_db = True
+        print(f"database {self.database} created; migrating and seeding", flush=True)
+
+    def execute(self, sql: str, *, database: str | None = None) -> None:
+        asyncio.run(self.pg.execute(database or self.database, sql))
+
+    def fetchval(self, sql: str, *args: Any) -> Any:
+        return asyncio.run(self.pg.fetchval(self.database, sql, *args))
+
+    def settings(self) -> Settings:
+        """greengate Settings for this run's database and keys, to seed through services in-process."""
+        from greengate.settings import Settings
+
+        return Settings(
+            database_url=self.database_url,
+            encryption_keys=self.keys,
+            encryption_key_file=self.key_file,
+            log_level="WARNING",
+        )
+
+    def cli(self, *args: str) -> str:
+        """`greengate <args>` against this run's database; its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "greengate.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"greengate {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
+        return done.stdout
+
+    # server and load
+
+    def start_server(self) -> None:
+        self.port = free_port()
+        serve_cmd = [
+            sys.executable, "-m", "greengate.cli", "serve",
+            "--workers", str(self.args.server_workers),
+            "--no-worker",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+        ]  # fmt: skip
+        with open(self.server_log, "wb") as log_fh:
+            self.server = subprocess.Popen(
+                serve_cmd,
+                env={**self.env, "GREENGATE_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.port}"},
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_ready(self.server, self.port)
+        print(
+            f"server pid {self.server.pid} on 127.0.0.1:{self.port} ({self.args.server_workers} workers); "
+            f"load: {self.args.concurrency} connections, {self.args.warmup}s warm-up + "
+            f"{self.args.duration}s per phase",
+            flush=True,
+        )
+
+    def stop_server(self) -> None:
+        stop_process(self.server)
+        self.server = None
+
+    def load(self, workload: Workload) -> PhaseSummary:
+        """One HTTP phase: the connections spread over the load processes, each with its own seed."""
+        assert self.server is not None, "start_server() first"
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.args.client_processes, mp_context=ctx)
+        self._seed += 1
+        procs, connections = self.args.client_processes, self.args.concurrency
+        per_proc = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
+        specs = [
+            {
+                "host": "127.0.0.1",
+                "port": self.port,
+                "workload": workload,
+                "connections": n,
+                "warmup": self.args.warmup,
+                "duration": float(self.args.duration),
+                "max_requests": max(1, self.args.max_requests // procs),
+                "server_pid": self.server.pid,
+                "database": self.database,
+                "seed": 1000 * i + self._seed,
+            }
+            for i, n in enumerate(per_proc)
+            if n > 0
+        ]
+        futures = [self._pool.submit(load_process, spec) for spec in specs]
+        timeout = self.args.warmup + self.args.duration + REQUEST_TIMEOUT + 60
+        summary = summarize(workload.name, [f.result(timeout=timeout) for f in futures], workload.flag_label)
+        print(f"{summary.name}: {summary.rps:.1f} req/s, {summary.errors} errors", flush=True)
+        return summary
+
+    def settle(self, after: str) -> None:
+        """Wait for the server to finish what the previous phase left running."""
+        if self.server is not None and not settle(self.server.pid):
+            print(
+                f"server still busy {SETTLE_TIMEOUT:.0f}s after the {after} phase; the next one is disturbed"
+            )
+
+    # pgbench
+
+    def prepare_pgbench(self) -> int:
+        """Stop the server (pgbench gets the machine alone), create the bench tables (the shared
+        outbox.sql, then <name>/schema.sql), and return the client count capped below max_connections."""
+        self.stop_server()
+        max_conn = int(self.fetchval("SHOW max_connections"))
+        clients = min(self.args.concurrency, max_conn - 10)
+        if clients != self.args.concurrency:
+            print(f"pgbench clients capped at {clients} by max_connections={max_conn}")
+        self.execute((PGBENCH_DIR / "outbox.sql").read_text())
+        self.execute((PGBENCH_DIR / self.name / "schema.sql").read_text())
+        print("pgbench write/read", flush=True)
+        return clients
+
+    def pgbench(self, script: str, clients: int, variables: dict[str, int]) -> PgbenchSummary:
+        return pgbench(
+            self.pg,
+            self.database,
+            PGBENCH_DIR / self.name / f"{script}.sql",
+            clients=clients,
+            seconds=self.args.duration,
+            variables=variables,
+            log_dir=self.workdir,
+        )
+
+    # results
+
+    def finish(self, rows: list[Comparison], clients: int, config: dict[str, Any]) -> int:
+        """Print the table, write bench/results/<name>-<timestamp>.json; the exit code (1: any failure)."""
+        verdicts = report(rows)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        RESULTS_DIR.mkdir(exist_ok=True)
+        out = RESULTS_DIR / f"{self.name}-{stamp}.json"
+        document = {
+            "timestamp": stamp,
+            "revision": git_revision(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "postgresql": self.fetchval("SHOW server_version"),
+            },
+            "config": {
+                **{key: getattr(self.args, key) for key in COMMON_CONFIG},
+                "pgbench_clients": clients,
+                **config,
+            },
+            "http": {row.http.name: asdict(row.http) for row in rows},
+            "pgbench": {row.pgbench.script: asdict(row.pgbench) for row in rows},
+            "targets": verdicts,
+        }
+        out.write_text(json.dumps(document, indent=2) + "\n")
+        elapsed = time.monotonic() - self.started
+        print(f"\nresults: {out.relative_to(BENCH_DIR.parent)}  ({elapsed:.0f}s in all)")
+        failed = any(row.http.errors or row.pgbench.failed for row in rows)
+        return 1 if failed else 0

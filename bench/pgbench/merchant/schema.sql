@@ -1,0 +1,53 @@
+-- A table shaped like payments (same columns, keys, foreign key and indexes), so that pgbench pays what
+-- init_payment.php's insert pays, minus the application. bench_outbox comes from ../outbox.sql.
+DROP TABLE IF EXISTS bench_payments;
+
+CREATE TABLE bench_payments (
+    id BIGSERIAL PRIMARY KEY,
+    merchant_id BIGINT NOT NULL REFERENCES merchants (id),
+    order_id VARCHAR(50),
+    open_order BOOLEAN NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    version INTEGER NOT NULL,
+    amount BIGINT NOT NULL,
+    currency VARCHAR(8) NOT NULL,
+    description TEXT NOT NULL,
+    testing BOOLEAN NOT NULL,
+    payment_system VARCHAR(60),
+    language VARCHAR(4) NOT NULL,
+    request_method VARCHAR(8) NOT NULL,
+    check_url VARCHAR(2000),
+    result_url VARCHAR(2000),
+    refund_url VARCHAR(2000),
+    capture_url VARCHAR(2000),
+    success_url VARCHAR(2000),
+    failure_url VARCHAR(2000),
+    success_url_method VARCHAR(8) NOT NULL,
+    failure_url_method VARCHAR(8) NOT NULL,
+    state_url VARCHAR(2000),
+    state_url_method VARCHAR(8) NOT NULL,
+    site_url VARCHAR(2000),
+    user_phone VARCHAR(20),
+    user_email VARCHAR(200),
+    user_ip VARCHAR(45),
+    user_id VARCHAR(100),
+    two_step BOOLEAN NOT NULL,
+    captured BOOLEAN NOT NULL,
+    recurring_start BOOLEAN NOT NULL,
+    recurring_lifetime_months INTEGER,
+    extra_params TEXT NOT NULL,
+    receipt TEXT,
+    access_token VARCHAR(64) NOT NULL UNIQUE,
+    require_3ds BOOLEAN NOT NULL,
+    refunded_amount BIGINT NOT NULL,
+    failure_code INTEGER,
+    failure_description TEXT,
+    result_sent BOOLEAN NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    paid_at TIMESTAMPTZ,
+    fee_amount BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX ix_bench_payments_merchant_id_order_id ON bench_payments (merchant_id, order_id);
+CREATE UNIQUE INDEX uq_bench_payments_open_order ON bench_payments (merchant_id, order_id) WHERE open_order;
