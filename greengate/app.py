@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from greengate import log as logging_setup
 from greengate.api.exchange import routes as exchange_routes
 from greengate.api.exchange.wire import error_body
+from greengate.api.merchant import card_storage as card_storage_api
+from greengate.api.merchant import payouts as merchant_payouts
 from greengate.api.merchant import routes as merchant_routes
 from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
@@ -26,6 +28,8 @@ from greengate.runtime import Runtime
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
 from greengate.web import checkout, exchange_pages
+from greengate.web.checkout import card_storage as card_storage_pages
+from greengate.web.checkout import payout_pages
 from greengate.worker.loop import Worker
 
 log = structlog.get_logger(__name__)
@@ -92,6 +96,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(merchant_routes.router)
     app.include_router(exchange_pages.router)
     app.include_router(checkout.router)
+    app.include_router(card_storage_api.router)
+    app.include_router(card_storage_pages.router)
+    app.include_router(merchant_payouts.router)
+    app.include_router(payout_pages.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -527,7 +527,7 @@ app.add_typer(payment_app, name="payment")
 @payment_app.command("action")
 def payment_action(
     payment_id: int,
-    action: str = typer.Argument(..., help="approve, decline, require-3ds or expire"),
+    action: str = typer.Argument(..., help="approve, decline, require-3ds, expire, refund or chargeback"),
     code: int | None = typer.Option(None, "--code", help="Failure code for decline (default 10001)"),
 ) -> None:
     """Drive a test payment like the console's test buttons (live payments: approve/decline while pending)."""
@@ -541,6 +541,34 @@ def payment_action(
             return payment.status
 
     typer.echo(f"payment {payment_id}: {_run(work)}")
+
+
+# --- payouts ---------------------------------------------------------------------------------
+
+payout_app = typer.Typer(help="Merchant API payouts to cards", no_args_is_help=True)
+app.add_typer(payout_app, name="payout")
+
+
+@payout_app.command("action")
+def payout_action(
+    payout_id: int,
+    action: str = typer.Argument(
+        ..., help="approve, decline, or resolve (a processing test payout ends as its test card says)"
+    ),
+    code: int | None = typer.Option(None, "--code", help="Failure code for decline (default 10001)"),
+) -> None:
+    """Approve, decline or resolve a payout like the console's test buttons (live payouts: while
+    processing; nothing ends a processing payout by itself)."""
+    from greengate.services.payouts import test_action
+
+    async def work(rt: Runtime) -> str:
+        async with rt.db.transaction() as session:
+            payout = await test_action(
+                session, payout_id, action, now=utcnow(), actor="operator:cli", code=code, rt=rt
+            )
+            return payout.status
+
+    typer.echo(f"payout {payout_id}: {_run(work)}")
 
 
 # --- admins and rates ------------------------------------------------------------------------
@@ -665,6 +693,25 @@ def ledger_balances(
         for r in [header, *data]
     ]
     _echo(data, as_json, "\n".join(lines))
+
+
+# --- encryption keys -------------------------------------------------------------------------------
+
+keys_app = typer.Typer(help="Encryption keys: re-encrypt stored data", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate-cards")
+def keys_rotate_cards() -> None:
+    """Re-encrypt saved cards' PANs under the first key of GREENGATE_ENCRYPTION_KEYS."""
+    from greengate.services.saved_cards import rotate_card_keys
+
+    async def work(rt: Runtime) -> tuple[int, str]:
+        async with rt.db.transaction() as session:
+            return await rotate_card_keys(session, rt.keyring), rt.keyring.keys[0][0]
+
+    count, kid = _run(work)
+    typer.echo(f"{count} saved cards re-encrypted under key {kid}")
 
 
 def main() -> None:

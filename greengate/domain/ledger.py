@@ -296,6 +296,36 @@ def payment_refunded(merchant_id: int, amount: int, currency: str) -> LedgerTran
     )
 
 
+def payment_reversed(
+    merchant_id: int, settled: int, currency: str, fee: int, refunded: int = 0
+) -> LedgerTransactionDraft:
+    """A settled payment undone as a whole (a result the merchant rejected, a chargeback): the exact
+    reverse of `payment_succeeded` (or of the capture's credit) — the fee comes back from the gateway's
+    income, so the merchant gives back only what it was credited and the reversal cannot fail for lack
+    of balance while that money is still there.
+
+    `refunded` is what earlier refunds already returned from the merchant's available balance: only
+    the rest goes back to the acquirer, and the fee still returns in full."""
+    _require(settled, "settled")
+    _require(fee, "fee", positive=False)
+    _require(refunded, "refunded", positive=False)
+    if fee > settled:
+        raise InvalidPosting("the fee cannot exceed the settled amount")
+    if refunded >= settled:
+        raise InvalidPosting("nothing is left to reverse")
+    rest = settled - refunded
+    available = merchant_account(merchant_id, Kind.AVAILABLE, currency)
+    legs = [Posting(gateway_account(Kind.ACQUIRER_CLEARING, currency), credit=rest)]
+    if rest > fee:
+        legs.append(Posting(available, debit=rest - fee))
+    elif fee > rest:  # earlier refunds took more than the net: the fee returned covers the difference
+        legs.append(Posting(available, credit=fee - rest))
+    if fee:
+        fees = merchant_account(merchant_id, Kind.FEES, currency)
+        legs += [Posting(fees, debit=fee), *_move(gateway_account(Kind.FEE_INCOME, currency), fees, fee)]
+    return build_transaction("payment.reversed", legs)
+
+
 def payout_reserved(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
     _require(amount, "amount")
     return build_transaction(

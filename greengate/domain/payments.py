@@ -31,7 +31,7 @@ ALLOWED: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.OTP: frozenset({S.CHECK, S.PENDING, S.OK, S.FAILED, S.CANCELED, S.EXPIRED}),
     S.CHECK: frozenset({S.PENDING, S.OK, S.FAILED}),
     S.PENDING: frozenset({S.OK, S.FAILED, S.CANCELED}),
-    S.OK: frozenset({S.REVOKED}),
+    S.OK: frozenset({S.REVOKED, S.CANCELED}),  # canceled: an uncaptured authorisation released
     S.REVOKED: frozenset({S.REVOKED}),  # a further partial refund
     S.FAILED: frozenset(),
     S.CANCELED: frozenset(),
@@ -45,6 +45,14 @@ def check_transition(current: PaymentStatus, target: PaymentStatus) -> None:
 
 
 # get_status.php / get_status2.php: pg_transaction_status
+def is_captured(status: PaymentStatus, *, two_step: bool, captured: bool) -> bool:
+    """Whether the payer's money was actually taken (`pg_captured`): a one-step payment once it is paid
+    (and still after a refund, which returns money that was taken), a two-step one once captured."""
+    if two_step:
+        return captured
+    return status in (S.OK, S.REVOKED)
+
+
 TRANSACTION_STATUS = {
     S.NEW: "partial",
     S.THREE_DS: "partial",

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain import ledger as domain
+from greengate.domain.errors import StateForbids
 from greengate.domain.exchange import OrderStatus
 from greengate.domain.ledger import AccountKey, InsufficientBalance, LedgerConflict, LedgerTransactionDraft
 from greengate.domain.money import EXPONENTS, format_minor
@@ -361,10 +362,16 @@ class Booking:
 
 
 async def book_payment_transition(
-    session: AsyncSession, payment: Payment, target: PaymentStatus, changes: dict[str, Any]
+    session: AsyncSession,
+    payment: Payment,
+    target: PaymentStatus,
+    changes: dict[str, Any],
+    *,
+    reversal: bool = False,
 ) -> Booking:
     """Called before the payment's row changes (the caller holds its lock); `payment` is still the
-    old state and `changes` the new column values."""
+    old state and `changes` the new column values. `reversal`: a refund of everything left that undoes
+    the payment as a whole, fee included (a rejected result, a chargeback)."""
     if target is PaymentStatus.OK:
         system = await fees.payment_system_of(session, payment)
         fee = await fees.fee_for(session, payment.merchant_id, system, payment.amount, payment.currency)
@@ -381,11 +388,25 @@ async def book_payment_transition(
             return Booking()
         if payment.two_step and not payment.captured:
             draft = domain.payment_voided(payment.merchant_id, delta, payment.currency)
+        elif reversal:
+            draft = domain.payment_reversed(
+                payment.merchant_id,
+                refunded,
+                payment.currency,
+                payment.fee_amount,
+                refunded=payment.refunded_amount,
+            )
         else:
             await ensure_available(session, payment.merchant_id, payment.currency, delta)
             draft = domain.payment_refunded(payment.merchant_id, delta, payment.currency)
         # One transaction per step of the refunded total, so partial refunds each post once.
         return Booking({}, ((draft, "payment_refund", f"{payment.id}:{refunded}"),))
+    if target is PaymentStatus.CANCELED and payment.status == PaymentStatus.OK.value:
+        # cancel.php on an authorised, uncaptured two-step payment releases the authorisation.
+        if not payment.two_step or payment.captured:
+            raise StateForbids("only an authorisation not captured yet can be canceled after payment")
+        draft = domain.payment_voided(payment.merchant_id, payment.amount, payment.currency)
+        return Booking({}, ((draft, "payment", str(payment.id)),))
     return Booking()
 
 

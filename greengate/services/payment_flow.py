@@ -6,18 +6,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.acquiring import Acquirer, Decision, ManualAcquirer, Outcome, SandboxAcquirer
 from greengate.domain.card_rules import CardForm
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionExpired
+from greengate.domain.ledger import InsufficientBalance
 from greengate.domain.payments import PAYER_STEPS, PaymentStatus
 from greengate.runtime import Runtime
+from greengate.services import refunds
 from greengate.services.payments import latest_attempt, lock_payment, transition
-from greengate.store.models import Payment, PaymentAttempt
+from greengate.store.models import Payment, PaymentAttempt, PaymentEvent
 
 S = PaymentStatus
-TEST_ACTIONS = ("approve", "decline", "require-3ds", "expire")
+log = structlog.get_logger(__name__)
+TEST_ACTIONS = ("approve", "decline", "require-3ds", "expire", "refund", "chargeback")
 
 
 def acquirer_for(payment: Payment) -> Acquirer:
@@ -26,6 +30,11 @@ def acquirer_for(payment: Payment) -> Acquirer:
 
 def _pan_aad(attempt_id: int) -> str:
     return f"payment_attempts:{attempt_id}:pan"
+
+
+def card_aad(attempt_id: int) -> str:
+    """The associated data an attempt's encrypted PAN is bound to."""
+    return _pan_aad(attempt_id)
 
 
 def _ensure_payable(payment: Payment, now: datetime, *, expected: PaymentStatus) -> None:
@@ -182,6 +191,14 @@ async def _proceed(
     return await _settle(session, payment, attempt, decision.outcome, now)
 
 
+async def decide(
+    session: AsyncSession, payment: Payment, attempt: PaymentAttempt, decision: Decision, now: datetime
+) -> Payment:
+    """The acquirer's final word on an attempt without a payer (a recurring charge), as after the
+    payer's last step."""
+    return await _proceed(session, payment, attempt, decision, now)
+
+
 async def _settle(
     session: AsyncSession, payment: Payment, attempt: PaymentAttempt, outcome: Outcome, now: datetime
 ) -> Payment:
@@ -245,6 +262,20 @@ async def test_action(
             note="declined by operator",
             changes={"failure_code": failure, "failure_description": "declined by operator"},
         )
+    if action in ("refund", "chargeback"):
+        # Everything still refundable; a chargeback is the issuer taking the payment back: it is undone
+        # as a whole, its fee included.
+        await refunds.refund_payment(
+            session,
+            payment,
+            None,
+            actor=actor,
+            now=now,
+            kind=action,
+            reason=f"{action} by operator",
+            reversal=action == "chargeback",
+        )
+        return payment
     if action == "require-3ds":
         if status is not S.NEW:
             raise BusinessRuleViolation(
@@ -272,6 +303,37 @@ async def refund_rejected_result(
     payment = await lock_payment(session, payment_id)
     if payment.status != S.OK.value:
         return False
+    if not payment.two_step or payment.captured:
+        # The payment is undone as a whole, its fee included: the refund needs no more of the
+        # merchant's balance than this payment brought in.
+        try:
+            async with session.begin_nested():
+                await refunds.refund_payment(
+                    session,
+                    payment,
+                    None,
+                    actor="merchant",
+                    now=now,
+                    reason=f"result rejected: {reason}",
+                    reversal=True,
+                )
+        except InsufficientBalance as exc:
+            # The money has left the merchant's balance since (a payout): the payment stays paid, and
+            # the refusal is on its record and in the log for the operator — never a silent retry.
+            log.error("rejected_result_not_refunded", payment_id=payment_id, error=str(exc))
+            session.add(
+                PaymentEvent(
+                    payment_id=payment_id,
+                    from_status=S.OK.value,
+                    to_status=S.OK.value,
+                    actor="merchant",
+                    note=f"result rejected: {reason}; not refunded: {exc}",
+                    at=now,
+                )
+            )
+            return False
+        return True
+    # An authorisation not captured yet is released in full.
     await transition(
         session,
         payment,

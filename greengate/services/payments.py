@@ -21,6 +21,8 @@ from greengate.store.models import Merchant, Payment, PaymentAttempt, PaymentEve
 EXPIRE_JOB = "payment.expire"
 CHECK_CALLBACK = "merchant.check"
 RESULT_CALLBACK = "merchant.result"
+AUTO_CAPTURE_JOB = "payment.auto_capture"
+AUTO_CAPTURE_AFTER = timedelta(days=5)  # a two-step payment neither captured nor canceled by then
 S = PaymentStatus
 
 
@@ -176,8 +178,10 @@ async def transition(
     now: datetime,
     note: str = "",
     changes: dict[str, Any] | None = None,
+    reversal: bool = False,
 ) -> Payment:
-    """The one way a payment changes status. The caller holds the payment's row lock."""
+    """The one way a payment changes status. The caller holds the payment's row lock. `reversal`: see
+    `ledger.book_payment_transition`."""
     current = S(payment.status)
     check_transition(current, target)
     values = dict(changes or {}, status=target.value, version=payment.version + 1, updated_at=now)
@@ -185,7 +189,7 @@ async def transition(
         values["open_order"] = False  # the merchant may try this order id again
     if target is S.OK:
         values.setdefault("paid_at", now)
-    booking = await ledger.book_payment_transition(session, payment, target, values)
+    booking = await ledger.book_payment_transition(session, payment, target, values, reversal=reversal)
     values.update(booking.values)
     result = await session.execute(
         update(Payment)
@@ -218,6 +222,20 @@ async def transition(
             merchant_id=payment.merchant_id,
             target_url=payment.result_url,
         )
+    if target is S.OK and payment.two_step:
+        outbox.enqueue(
+            session,
+            kind=AUTO_CAPTURE_JOB,
+            aggregate=f"payment:{payment.id}",
+            payload={"payment_id": payment.id},
+            now=now,
+            due_at=now + AUTO_CAPTURE_AFTER,
+            merchant_id=payment.merchant_id,
+        )
+    if target is S.OK and payment.recurring_start:
+        from greengate.services import recurring  # recurring charges use this module
+
+        await recurring.start_profile(session, payment, now)
     if target is S.CHECK:
         outbox.enqueue(
             session,
@@ -232,8 +250,19 @@ async def transition(
 
 
 async def cancel_payment(session: AsyncSession, payment: Payment, now: datetime, actor: str) -> Payment:
-    """cancel.php: a payment the payer has not paid yet."""
+    """cancel.php: a payment the payer has not paid yet, or an authorised two-step payment not captured
+    (the authorisation is released)."""
     status = S(payment.status)
+    if status is S.OK and payment.two_step and not payment.captured:
+        return await transition(
+            session,
+            payment,
+            S.CANCELED,
+            actor=actor,
+            now=now,
+            note="authorisation released",
+            changes={"failure_code": 400, "failure_description": "authorisation released by the merchant"},
+        )
     if status not in PAYER_STEPS and status is not S.PENDING:
         raise BusinessRuleViolation(
             f"a payment in status {status.value} cannot be canceled", code="state_forbids"

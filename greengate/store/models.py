@@ -460,3 +460,160 @@ class MerchantFee(Base):
     fixed: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SavedCard(Base):
+    """A payer's card saved for a merchant (pg_card_id / pg_card_token), for payments or payouts.
+
+    The row is created by cardstorage/add as `pending` (its `access_token` opens the card page);
+    it becomes `active` once the card is verified, `failed` when it is not, `removed` when the
+    merchant removes it (the PAN ciphertext is then nulled and the token is dead)."""
+
+    __tablename__ = "saved_cards"
+    __table_args__ = (Index("ix_saved_cards_merchant_id_user_id", "merchant_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    user_id: Mapped[str] = mapped_column(String(100))
+    purpose: Mapped[str] = mapped_column(String(8))  # payment | payout
+    status: Mapped[str] = mapped_column(String(16))  # pending | active | failed | removed
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    access_token: Mapped[str] = mapped_column(String(64), unique=True)
+    # The small authorisation that verified the card (payment cards only).
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    order_id: Mapped[str | None] = mapped_column(String(50))
+    post_link: Mapped[str | None] = mapped_column(String(2000))
+    back_link: Mapped[str | None] = mapped_column(String(2000))
+    request_method: Mapped[str] = mapped_column(String(8), default="POST")
+    language: Mapped[str] = mapped_column(String(4), default="ru")
+    testing: Mapped[bool] = mapped_column(Boolean, default=False)
+    pan_enc: Mapped[str | None] = mapped_column(Text)
+    card_masked: Mapped[str | None] = mapped_column(String(40))
+    card_brand: Mapped[str | None] = mapped_column(String(4))
+    card_exp: Mapped[str | None] = mapped_column(String(5))
+    card_holder: Mapped[str | None] = mapped_column(String(100))
+    failure_code: Mapped[int | None] = mapped_column(Integer)
+    failure_description: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SavedCardCharge(Base):
+    """A payment made with a saved card (card/init), so card/pay and card/direct know which card."""
+
+    __tablename__ = "saved_card_charges"
+
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), primary_key=True)
+    saved_card_id: Mapped[int] = mapped_column(ForeignKey("saved_cards.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Refund(Base):
+    """One refund (revoke.php, a rejected result, a test button) or chargeback of a settled payment.
+
+    Written in the transaction that raises the payment's refunded total and posts the ledger."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # refund | chargeback
+    status: Mapped[str] = mapped_column(String(16))  # success
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    actor: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PaymentCapture(Base):
+    """The capture (clearing) of a two-step payment's authorisation: at most one per payment."""
+
+    __tablename__ = "payment_captures"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    fee: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    actor: Mapped[str] = mapped_column(String(100))  # merchant:<id> | worker (automatic capture)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecurringProfile(Base):
+    """A card payment started with pg_recurring_start=1: later charges reuse its card without the payer."""
+
+    __tablename__ = "recurring_profiles"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), unique=True)
+    # The attempt whose encrypted card the charges use.
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("payment_attempts.id"))
+    currency: Mapped[str] = mapped_column(String(8))
+    card_masked: Mapped[str | None] = mapped_column(String(40))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Payout(Base):
+    """A payout to a card (api/reg2nonreg, api/reg2reg): the merchant's balance is reserved when it is
+    created, then paid out (completed) or given back (released) when it ends."""
+
+    __tablename__ = "payouts"
+    # The merchant's order id names one payout: a repeat gets the first one's answer.
+    __table_args__ = (UniqueConstraint("merchant_id", "order_id", name="uq_payouts_merchant_order"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # reg2nonreg | reg2reg
+    order_id: Mapped[str] = mapped_column(String(50))
+    user_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    description: Mapped[str] = mapped_column(Text)
+    testing: Mapped[bool] = mapped_column(Boolean)
+    language: Mapped[str] = mapped_column(String(4), default="ru")
+    request_method: Mapped[str] = mapped_column(String(8), default="POST")
+    post_link: Mapped[str | None] = mapped_column(String(2000))
+    back_link: Mapped[str | None] = mapped_column(String(2000))
+    access_token: Mapped[str] = mapped_column(String(64), unique=True)
+    saved_card_id: Mapped[int | None] = mapped_column(BigInteger)
+    card_enc: Mapped[str | None] = mapped_column(Text)
+    card_masked: Mapped[str | None] = mapped_column(String(40))
+    card_brand: Mapped[str | None] = mapped_column(String(4))
+    acquirer: Mapped[str | None] = mapped_column(String(40))
+    auth_code: Mapped[str | None] = mapped_column(String(12))
+    rrn: Mapped[str | None] = mapped_column(String(20))
+    failure_code: Mapped[int | None] = mapped_column(Integer)
+    failure_description: Mapped[str | None] = mapped_column(Text)
+    # The request minus salt and signature, and the first answer (JSON), for repeated requests.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    first_answer: Mapped[str] = mapped_column(Text, default="[]")
+    # The merchant's own parameters (JSON list of [name, value]) echoed back in the callback.
+    extra_params: Mapped[str] = mapped_column(Text, default="[]")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PayoutEvent(Base):
+    """Every status change of a payout, with who made it."""
+
+    __tablename__ = "payout_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    payout_id: Mapped[int] = mapped_column(ForeignKey("payouts.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

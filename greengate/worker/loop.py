@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 import structlog
 from sqlalchemy import func, select
@@ -20,13 +21,23 @@ from greengate.clock import utcnow
 from greengate.domain.exchange import OrderStatus
 from greengate.metrics import OUTBOX_BACKLOG, OUTBOX_RESULTS
 from greengate.runtime import Runtime
-from greengate.services import idempotency, outbox, payment_flow, payments
+from greengate.services import (
+    captures,
+    idempotency,
+    outbox,
+    payment_flow,
+    payments,
+    payouts,
+    recurring,
+    refunds,
+)
 from greengate.services.exchange_orders import CALLBACK, EXPIRE_JOB, assign_waiting_orders, expire_order
 from greengate.services.merchants import secret_key, webhook_secret
 from greengate.services.rates import refresh_rates
 from greengate.services.requisites import requisite_numbers
+from greengate.services.saved_cards import CARD_EXPIRE_JOB, CARD_RESULT_CALLBACK
 from greengate.store.models import ExchangeOrder, Merchant, OutboxMessage, Payment
-from greengate.worker import merchant_callbacks
+from greengate.worker import card_storage_callbacks, merchant_callbacks, operation_callbacks, payout_jobs
 from greengate.worker.http_delivery import deliver
 
 log = structlog.get_logger(__name__)
@@ -46,6 +57,13 @@ class Worker:
             payments.EXPIRE_JOB: self._expire_payment,
             payments.CHECK_CALLBACK: self._merchant_callback,
             payments.RESULT_CALLBACK: self._merchant_callback,
+            refunds.REFUND_CALLBACK: self._operation_callback,
+            captures.CAPTURE_CALLBACK: self._operation_callback,
+            payments.AUTO_CAPTURE_JOB: self._auto_capture,
+            CARD_RESULT_CALLBACK: self._card_result_callback,
+            CARD_EXPIRE_JOB: self._expire_card_page,
+            payouts.RESULT_CALLBACK: partial(payout_jobs.deliver_result, self),
+            payouts.EXPIRE_JOB: partial(payout_jobs.expire, self),
         }
 
     async def run_once(self) -> int:
@@ -102,6 +120,9 @@ class Worker:
             assert payment is not None and merchant is not None
             attempt = await payments.latest_attempt(session, payment_id)
             secret = secret_key(self.rt.keyring, merchant)
+            profile = None
+            if not is_check and payment.recurring_start:
+                profile = await recurring.profile_of_payment(session, payment_id)
         params = merchant_callbacks.callback_params(
             payment,
             attempt,
@@ -109,6 +130,11 @@ class Worker:
             result=None if is_check else merchant_callbacks.result_flag(status),
             can_reject=can_reject,
         )
+        if profile is not None:
+            params += [
+                ("pg_recurring_profile_id", str(profile.id)),
+                ("pg_recurring_profile_expiry_date", wire_time(profile.expires_at)),
+            ]
         started = self.clock()
         sent, outcome, answer = await merchant_callbacks.send(
             self.rt.http,
@@ -150,6 +176,21 @@ class Worker:
                         session, payment_id, reason=answer.description or "rejected", now=now
                     )
         OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()
+
+    async def _card_result_callback(self, message: outbox.ClaimedMessage) -> None:
+        await card_storage_callbacks.deliver_card_result(self.rt, message, worker=self.name, clock=self.clock)
+
+    async def _expire_card_page(self, message: outbox.ClaimedMessage) -> None:
+        await card_storage_callbacks.expire_card_page(self.rt, message, worker=self.name, clock=self.clock)
+
+    async def _operation_callback(self, message: outbox.ClaimedMessage) -> None:
+        await operation_callbacks.deliver(self.rt, message, worker=self.name, clock=self.clock)
+
+    async def _auto_capture(self, message: outbox.ClaimedMessage) -> None:
+        now = self.clock()
+        async with self.rt.db.transaction() as session:
+            await captures.auto_capture(session, int(message.payload["payment_id"]), now)
+            await outbox.complete(session, message.id, self.name, now)
 
     async def _exchange_callback(self, message: outbox.ClaimedMessage) -> None:
         async with self.rt.db.transaction() as session:

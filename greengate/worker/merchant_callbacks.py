@@ -19,6 +19,7 @@ from greengate.api.merchant.codec import (
     render_query,
     render_xml,
 )
+from greengate.api.merchant.status import captured_flag
 from greengate.domain.money import format_minor
 from greengate.domain.params import Params, first
 from greengate.domain.payments import PaymentStatus
@@ -61,7 +62,7 @@ def callback_params(
         ("pg_user_contact_email", payment.user_email or ""),
         ("pg_need_email_notification", "0"),
         ("pg_testing_mode", "1" if payment.testing else "0"),
-        ("pg_captured", "0" if payment.two_step else "1"),
+        ("pg_captured", captured_flag(payment)),  # as get_status says: was the money taken
         ("pg_card_pan", card.card_masked or "" if card else ""),
         ("pg_card_exp", card.card_exp or "" if card else ""),
         ("pg_card_owner", card.card_holder or "" if card else ""),

@@ -385,3 +385,37 @@ async def test_callback_url_with_its_own_query(
     assert result.verifies(shop.secret)
     assert dict(result.query)["shop"] == "7"
     assert (await shop.status(payment_id))["pg_can_reject"] == "0"  # delivered
+
+
+async def test_pg_captured_says_whether_the_money_was_taken(
+    rt: Runtime, shop: Shop, server: CallbackServer
+) -> None:
+    """As in get_status: 1 once the payer's money is taken (a paid one-step payment, a captured two-step
+    one), 0 before that and for a declined payment."""
+    one_step = await init(shop, server, check="/shop/check.php")
+    declined = await init(shop, server, pg_order_id="CB-2")
+    two_step = await init(
+        shop,
+        server,
+        pg_order_id="CB-3",
+        pg_postpone_payment="1",
+        pg_capture_url=server.url("/shop/capture.php"),
+    )
+    await pay(rt, one_step)
+    assert await pay(rt, declined, CONTACT_ISSUER) == "failed"
+    assert await pay(rt, two_step) == "ok"
+    await drain(Worker(rt))
+
+    sent = {(c.path, c["pg_payment_id"]): c["pg_captured"] for c in server.received()}
+    assert sent == {
+        ("/shop/check.php", str(one_step)): "0",
+        ("/shop/result.php", str(one_step)): "1",
+        ("/shop/result.php", str(declined)): "0",
+        ("/shop/result.php", str(two_step)): "0",
+    }
+    for payment_id, captured in ((one_step, "1"), (declined, "0"), (two_step, "0")):
+        assert (await shop.status(payment_id))["pg_captured"] == captured
+    (await shop.call("do_capture.php", {"pg_payment_id": str(two_step)})).assert_ok(shop.secret)
+    await drain(Worker(rt))
+    [capture] = server.received("/shop/capture.php")
+    assert capture["pg_captured"] == (await shop.status(two_step))["pg_captured"] == "1"

@@ -331,15 +331,19 @@ async def test_two_step_payment_authorisation_waits_in_pending(rt: Runtime) -> N
     assert tx.reason == "payment.authorized"
 
 
-async def test_rejected_result_refund_posts_the_refund(rt: Runtime) -> None:
+async def test_rejected_result_reverses_the_payment_with_its_fee(rt: Runtime) -> None:
     m = await make_merchant(rt)
-    payment_id = await pay(rt, m, 7_000)
+    async with rt.db.transaction() as session:
+        await set_fee(session, m, payment_system="*", percent="2", fixed=30, currency="KZT", now=utcnow())
+    payment_id = await pay(rt, m, 7_000)  # fee 1.70: the merchant nets 68.30
     async with rt.db.transaction() as session:
         assert await payment_flow.refund_rejected_result(
             session, payment_id, reason="out of stock", now=utcnow()
         )
     [tx] = await transactions_of(rt, "payment_refund")
-    assert (tx.reason, tx.object_id) == ("payment.refunded", f"{payment_id}:7000")
+    assert (tx.reason, tx.object_id) == ("payment.reversed", f"{payment_id}:7000")
+    async with rt.db.transaction() as session:
+        assert await ledger.balance(session, L.GATEWAY, "fee_income", "KZT") == 0
     assert await available(rt, m) == 0
     assert await problems(rt) == []
 

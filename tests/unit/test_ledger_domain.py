@@ -163,6 +163,44 @@ def test_refund_moves_available_back_to_the_acquirer_and_keeps_the_fee() -> None
     assert after[FEE_INCOME] == 30
 
 
+@pytest.mark.parametrize("fee", [0, 30, 1_000])
+def test_reversal_is_the_exact_reverse_of_a_payment_with_its_fee(fee: int) -> None:
+    succeeded = L.payment_succeeded(M, 1_000, "KZT", fee=fee)
+    reversed_ = L.payment_reversed(M, 1_000, "KZT", fee=fee)
+    assert reversed_.reason == "payment.reversed"
+    swapped = sorted((p.account, p.credit, p.debit) for p in succeeded.postings)
+    assert sorted((p.account, p.debit, p.credit) for p in reversed_.postings) == swapped
+    assert all(v == 0 for v in balances_after(succeeded, reversed_).values())
+
+
+@pytest.mark.parametrize(("fee", "refunded"), [(30, 400), (30, 990), (0, 999)])
+def test_reversal_after_partial_refunds_takes_back_the_rest_and_returns_the_fee(
+    fee: int, refunded: int
+) -> None:
+    after = balances_after(
+        L.payment_succeeded(M, 1_000, "KZT", fee=fee),
+        L.payment_refunded(M, refunded, "KZT"),
+        L.payment_reversed(M, 1_000, "KZT", fee=fee, refunded=refunded),
+    )
+    assert all(v == 0 for v in after.values()), after
+
+
+def test_reversal_of_a_partial_capture_undoes_the_capture() -> None:
+    after = balances_after(
+        L.payment_authorized(M, 10_000, "KZT"),
+        L.payment_captured(M, authorized=10_000, captured=6_000, currency="KZT", fee=100),
+        L.payment_reversed(M, 6_000, "KZT", fee=100),
+    )
+    assert all(v == 0 for v in after.values()), after
+
+
+def test_reversal_refuses_nothing_left_or_a_fee_above_the_amount() -> None:
+    with pytest.raises(InvalidPosting):
+        L.payment_reversed(M, 1_000, "KZT", fee=0, refunded=1_000)
+    with pytest.raises(InvalidPosting):
+        L.payment_reversed(M, 1_000, "KZT", fee=1_001)
+
+
 def test_payout_reserve_then_complete_or_release() -> None:
     paid = L.payment_succeeded(M, 1_000, "KZT", fee=0)
     reserved = L.payout_reserved(M, 800, "KZT")
@@ -211,6 +249,7 @@ def recipe(draw: st.DrawFn) -> tuple[str, L.LedgerTransactionDraft]:
         "captured": lambda: L.payment_captured(m, amount, captured, cur, min(fee, captured)),
         "voided": lambda: L.payment_voided(m, amount, cur),
         "refunded": lambda: L.payment_refunded(m, amount, cur),
+        "reversed": lambda: L.payment_reversed(m, amount, cur, fee, refunded=min(captured, amount - 1)),
         "payout_reserved": lambda: L.payout_reserved(m, amount, cur),
         "payout_completed": lambda: L.payout_completed(m, amount, cur),
         "payout_released": lambda: L.payout_released(m, amount, cur),

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from greengate.api.merchant import operations
 from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money
 from greengate.api.merchant.protocol import MerchantCall, handle, process
 from greengate.api.merchant.status import money, status3_fields, status_fields
 from greengate.domain.params import Params, first
 from greengate.runtime import Runtime
-from greengate.services import idempotency
+from greengate.services import idempotency, refunds, saved_cards
 from greengate.services.payments import cancel_payment, find_payment, init_payment, latest_attempt, page_url
 
 router = APIRouter(tags=["Merchant API"], include_in_schema=False)
@@ -82,7 +83,16 @@ def _status(render: str):  # type: ignore[no-untyped-def]
             order_id=first(call.params, "pg_order_id"),
         )
         attempt = await latest_attempt(session, payment.id)
-        return status3_fields(payment, attempt) if render == "3" else status_fields(payment, attempt)
+        if render == "3":
+            listed = await refunds.refunds_of(session, payment.id)
+            return status3_fields(
+                payment,
+                attempt,
+                listed,
+                await refunds.settled_amount(session, payment),
+                await saved_cards.token_of_payment(session, payment.id),
+            )
+        return status_fields(payment, attempt)
 
     return handler
 
@@ -144,3 +154,7 @@ async def _ps_list(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Pa
 @router.api_route("/ps_list.php", methods=METHODS)
 async def ps_list_php(request: Request) -> Response:
     return await handle(request, _ps_list)
+
+
+# revoke.php, do_capture.php, make_recurring_payment.php
+router.include_router(operations.router)

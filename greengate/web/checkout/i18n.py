@@ -166,6 +166,73 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Check the link you got from the shop.",
         "kk": "Дүкеннен алған сілтемені тексеріңіз.",
     },
+    # Payouts (the recipient's page of api/reg2nonreg)
+    "payout_title": {"ru": "Получение выплаты", "en": "Receive a payout", "kk": "Төлемді алу"},
+    "payout_no": {"ru": "Выплата № {id}", "en": "Payout No. {id}", "kk": "№ {id} аударым"},
+    "payout_amount": {"ru": "Сумма выплаты", "en": "Payout amount", "kk": "Аударым сомасы"},
+    "payout_text": {
+        "ru": "{merchant} переведёт {amount} на вашу карту. Укажите её номер.",
+        "en": "{merchant} will send {amount} to your card. Enter its number.",
+        "kk": "{merchant} картаңызға {amount} аударады. Оның нөмірін енгізіңіз.",
+    },
+    "payout_button": {"ru": "Получить {amount}", "en": "Receive {amount}", "kk": "{amount} алу"},
+    "payout_test_mode": {
+        "ru": "Тестовый режим: деньги не переводятся.",
+        "en": "Test mode: no money is sent.",
+        "kk": "Тест режимі: ақша аударылмайды.",
+    },
+    "payout_test_cards": {
+        "ru": "Тестовые карты для выплат:",
+        "en": "Payout test cards:",
+        "kk": "Аударымға арналған тест карталары:",
+    },
+    "payout_until": {
+        "ru": "Укажите карту до {time} UTC",
+        "en": "Enter a card before {time} UTC",
+        "kk": "Картаны {time} UTC дейін енгізіңіз",
+    },
+    "payout_processing_title": {
+        "ru": "Выплата обрабатывается",
+        "en": "The payout is being processed",
+        "kk": "Аударым өңделуде",
+    },
+    "payout_processing_text": {
+        "ru": "Страница обновится сама. Вводить карту повторно не нужно.",
+        "en": "This page refreshes by itself. There is no need to enter the card again.",
+        "kk": "Бет өздігінен жаңарады. Картаны қайта енгізудің қажеті жоқ.",
+    },
+    "payout_ok_title": {"ru": "Деньги отправлены", "en": "The money has been sent", "kk": "Ақша жіберілді"},
+    "payout_ok_text": {
+        "ru": "Мы отправили {amount} на вашу карту.",
+        "en": "We have sent {amount} to your card.",
+        "kk": "Картаңызға {amount} жібердік.",
+    },
+    "payout_failed_title": {
+        "ru": "Выплата не выполнена",
+        "en": "The payout failed",
+        "kk": "Аударым орындалмады",
+    },
+    "payout_failed_text": {
+        "ru": "Деньги не отправлены. Обратитесь в {merchant}.",
+        "en": "No money was sent. Please contact {merchant}.",
+        "kk": "Ақша жіберілмеді. {merchant} хабарласыңыз.",
+    },
+    "payout_expired_title": {
+        "ru": "Время на получение истекло",
+        "en": "The time to receive the payout has run out",
+        "kk": "Аударымды алу уақыты өтіп кетті",
+    },
+    "payout_expired_text": {
+        "ru": "Карта не была указана вовремя, поэтому выплата отменена.",
+        "en": "No card was entered in time, so the payout was canceled.",
+        "kk": "Карта уақытында енгізілмеді, сондықтан аударым тоқтатылды.",
+    },
+    "payout_return": {"ru": "Вернуться на сайт", "en": "Back to the website", "kk": "Сайтқа оралу"},
+    "payout_not_found_title": {
+        "ru": "Выплата не найдена",
+        "en": "Payout not found",
+        "kk": "Аударым табылмады",
+    },
     # Field errors
     "err_number_format": {
         "ru": "Номер карты должен содержать от 12 до 19 цифр",
@@ -232,6 +299,35 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Проверьте введённые данные",
         "en": "Check the data you entered",
         "kk": "Енгізілген деректерді тексеріңіз",
+    },
+    # Card storage (web/checkout/card_storage.py)
+    "card_add_title": {"ru": "Привязка карты", "en": "Save a card", "kk": "Картаны байланыстыру"},
+    "card_add_text": {
+        "ru": "Для проверки карты на ней временно заблокируется {amount}; сумма сразу вернётся.",
+        "en": "To check the card, {amount} is held on it for a moment and released at once.",
+        "kk": "Картаны тексеру үшін онда {amount} уақытша бұғатталады және бірден қайтарылады.",
+    },
+    "card_add_payout_text": {
+        "ru": "Карта для получения выплат: деньги с неё не списываются.",
+        "en": "A card to receive payouts: nothing is charged to it.",
+        "kk": "Төлемдерді алуға арналған карта: одан ақша шегерілмейді.",
+    },
+    "card_save_button": {"ru": "Привязать карту", "en": "Save the card", "kk": "Картаны байланыстыру"},
+    "card_saved_title": {"ru": "Карта привязана", "en": "Card saved", "kk": "Карта байланыстырылды"},
+    "card_saved_text": {
+        "ru": "Магазин сможет использовать эту карту, не запрашивая её данные снова.",
+        "en": "The shop can now use this card without asking for its details again.",
+        "kk": "Дүкен бұл картаны деректерін қайта сұрамай пайдалана алады.",
+    },
+    "card_failed_title": {
+        "ru": "Карта не привязана",
+        "en": "Card not saved",
+        "kk": "Карта байланыстырылмады",
+    },
+    "card_failed_text": {
+        "ru": "Карту не удалось проверить. Попробуйте другую карту.",
+        "en": "The card could not be verified. Try another card.",
+        "kk": "Картаны тексеру мүмкін болмады. Басқа картаны қолданып көріңіз.",
     },
 }
 

@@ -1,0 +1,240 @@
+"""Merchant API card storage: `v1/merchant/{merchant_id}/cardstorage/{add,add2,list,remove}`,
+`cardstoragepayout/{add,list,remove}` (signed with the payout secret) and paying with a saved card,
+`card/{init,pay,direct}`. Each runs through the signed request pipeline of `protocol`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from html import escape
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from greengate.api.exchange.wire import wire_time
+from greengate.api.merchant.payment_params import (
+    _choice,
+    _flag,
+    _text,
+    parse_currency,
+    parse_init,
+    parse_url,
+)
+from greengate.api.merchant.protocol import Handler, KeyKind, MerchantCall, handle, process
+from greengate.api.merchant.status import status3_fields
+from greengate.domain.errors import InvalidRequest
+from greengate.domain.params import Params, first
+from greengate.domain.payments import LANGUAGES, REQUEST_METHODS, PaymentStatus
+from greengate.runtime import Runtime
+from greengate.services import idempotency, saved_cards
+from greengate.services.payments import find_payment, latest_attempt, page_url
+from greengate.store.models import SavedCard
+
+router = APIRouter(tags=["Merchant API"], include_in_schema=False)
+METHODS = ["GET", "POST"]
+PREFIX = "/v1/merchant/{merchant_id}"
+# Card parameters of card/init: the gateway's, never echoed back as the merchant's own.
+_CARD_PARAMS = frozenset({"pg_card_id", "pg_card_token", "pg_user_id"})
+
+
+def card_page_url(rt: Runtime, card: SavedCard) -> str:
+    return f"{rt.settings.public_base_url.rstrip('/')}/cards/{card.access_token}"
+
+
+def _user_id(params: Params) -> str:
+    value = _text(params, "pg_user_id", max_length=100, required=True)
+    assert value is not None
+    return value
+
+
+def _same_merchant(call: MerchantCall) -> None:
+    named = first(call.params, "pg_merchant_id")
+    if named and named != str(call.merchant.id):
+        raise InvalidRequest("pg_merchant_id does not match the merchant in the URL", field="pg_merchant_id")
+
+
+def _link(params: Params, name: str) -> str:
+    value = _text(params, name, max_length=2000, required=True)
+    assert value is not None
+    return parse_url(value, name)
+
+
+def card_fields(card: SavedCard, *, status: str) -> Params:
+    fields: Params = [
+        ("pg_status", status),
+        ("pg_merchant_id", str(card.merchant_id)),
+        ("pg_card_id", str(card.id)),
+        ("pg_card_token", card.token),
+        ("pg_recurring_profile_id", ""),
+        ("pg_card_hash", card.card_masked or ""),
+        ("pg_card_month", (card.card_exp or "").partition("/")[0]),
+        ("pg_card_year", (card.card_exp or "").partition("/")[2]),
+        ("created_at", wire_time(card.created_at)),
+    ]
+    if card.deleted_at is not None:
+        fields.append(("deleted_at", wire_time(card.deleted_at)))
+    return fields
+
+
+# --- adding, listing and removing cards --------------------------------------------------------------
+
+
+def _add(purpose: str) -> Handler:
+    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+        _same_merchant(call)
+        params = call.params
+        language = _choice(params, "pg_language", LANGUAGES, "ru") or "ru"
+        req = saved_cards.AddCardRequest(
+            user_id=_user_id(params),
+            post_link=_link(params, "pg_post_link"),
+            back_link=_link(params, "pg_back_link"),
+            order_id=_text(params, "pg_order_id", max_length=50),
+            currency=parse_currency(params),
+            language=language,
+            testing=bool(_flag(params, "pg_testing_mode")),
+            request_method=_choice(params, "pg_request_method", REQUEST_METHODS, None),
+        )
+        card = await saved_cards.start_add(session, rt, call.merchant, req, call.now, purpose=purpose)
+        fields: Params = []
+        if card.payment_id is not None:
+            fields.append(("pg_payment_id", str(card.payment_id)))
+        return [
+            *fields,
+            ("pg_merchant_id", str(call.merchant.id)),
+            ("pg_order_id", card.order_id or ""),
+            ("pg_type", "init"),
+            ("pg_redirect_url", card_page_url(rt, card)),
+        ]
+
+    return handler
+
+
+def _list(purpose: str) -> Handler:
+    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+        _same_merchant(call)
+        cards = await saved_cards.list_cards(
+            session, call.merchant.id, _user_id(call.params), purpose=purpose
+        )
+        return [("card", card_fields(card, status="approved")) for card in cards]
+
+    return handler
+
+
+def _remove(purpose: str) -> Handler:
+    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+        _same_merchant(call)
+        card = await saved_cards.remove_card(
+            session,
+            call.merchant.id,
+            _user_id(call.params),
+            card_id=first(call.params, "pg_card_id"),
+            token=first(call.params, "pg_card_token"),
+            purpose=purpose,
+            now=call.now,
+        )
+        return [("card", card_fields(card, status="deleted"))]
+
+    return handler
+
+
+def _route(script: str, handler: Handler, key_kind: KeyKind = "payment") -> None:
+    async def endpoint(request: Request, merchant_id: str) -> Response:
+        return await handle(request, handler, key_kind=key_kind, merchant_id=merchant_id)
+
+    router.add_api_route(f"{PREFIX}/{script}", endpoint, methods=METHODS, name=script.replace("/", "_"))
+
+
+_route("cardstorage/add", _add("payment"))
+_route("cardstorage/add2", _add("payment"))
+_route("cardstorage/list", _list("payment"))
+_route("cardstorage/remove", _remove("payment"))
+_route("cardstoragepayout/add", _add("payout"), "payout")
+_route("cardstoragepayout/list", _list("payout"), "payout")
+_route("cardstoragepayout/remove", _remove("payout"), "payout")
+
+
+# --- paying with a saved card ----------------------------------------------------------------------
+
+
+def _fingerprint(params: Params) -> str:
+    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
+    return idempotency.request_fingerprint("POST", "card_init", json.dumps(content).encode())
+
+
+async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    _same_merchant(call)
+    req = parse_init(call.params)
+    req = replace(req, extras=[(n, v) for n, v in req.extras if n not in _CARD_PARAMS])
+    user_id = _user_id(call.params)
+    card = await saved_cards.find_card(
+        session,
+        call.merchant.id,
+        user_id,
+        card_id=first(call.params, "pg_card_id"),
+        token=first(call.params, "pg_card_token"),
+        purposes=("payment",),
+    )
+    key, fingerprint = req.idempotency_key, _fingerprint(call.params)
+    stored = None
+    if key is not None:
+        stored = await idempotency.lookup(session, call.merchant.id, "card_init", key, fingerprint)
+    if stored is not None:
+        payment = await find_payment(session, call.merchant.id, payment_id=stored.body, order_id=None)
+    else:
+        payment = await saved_cards.init_charge(session, rt, call.merchant, req, card, call.now)
+        if key is not None:
+            idempotency.remember(
+                session,
+                call.merchant.id,
+                "card_init",
+                key,
+                fingerprint,
+                idempotency.StoredResponse(200, str(payment.id)),
+                call.now,
+            )
+    return [
+        ("pg_payment_id", str(payment.id)),
+        ("pg_merchant_id", str(call.merchant.id)),
+        ("pg_order_id", payment.order_id or ""),
+    ]
+
+
+async def _pay(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    _same_merchant(call)
+    payment, card = await saved_cards.charge_of(
+        session, call.merchant.id, first(call.params, "pg_payment_id")
+    )
+    if payment.status == PaymentStatus.NEW.value:
+        payment = await saved_cards.pay_with_card(session, rt, payment, card, call.now, payer_present=True)
+    # Whatever the payment needs next (3-D Secure) or its result is on the checkout page.
+    return [("pg_payment_id", str(payment.id)), ("pg_redirect_url", page_url(rt, payment))]
+
+
+async def _direct(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    _same_merchant(call)
+    payment, card = await saved_cards.charge_of(
+        session, call.merchant.id, first(call.params, "pg_payment_id")
+    )
+    payment = await saved_cards.pay_with_card(session, rt, payment, card, call.now, payer_present=False)
+    attempt = await latest_attempt(session, payment.id)
+    return status3_fields(payment, attempt, card_token=card.token)
+
+
+_route("card/init", _init)
+_route("card/direct", _direct)
+
+
+@router.api_route(f"{PREFIX}/card/pay", methods=METHODS)
+async def card_pay(request: Request, merchant_id: str) -> Response:
+    """The payer's browser brings the signed link: pay with the saved card, then the checkout page
+    (3-D Secure where the card asks for it, else the result and the way back to the shop)."""
+    fields, _, _ = await process(request, _pay, merchant_id=merchant_id)
+    if first(fields, "pg_status") == "ok":
+        return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
+    code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")
+    body = (
+        "<!doctype html><meta charset=utf-8><title>Payment error</title>"
+        f"<h1>The payment could not be made</h1><p>Error {escape(code or '')}: {escape(text or '')}</p>"
+    )
+    return HTMLResponse(body, status_code=400)

@@ -1,0 +1,250 @@
+"""Merchant API money-after-the-payment scripts: revoke.php (refunds), do_capture.php (clearing of
+two-step payments) and make_recurring_payment.php (charging a recurring profile).
+
+Each may be retried safely: with `pg_idempotency_key` (or an `Idempotency-Key` header) a repeat of the
+same request gets the first answer and has no second effect; a recurring charge is also one per
+merchant order id (`pg_order_id`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from greengate.api.exchange.wire import wire_time
+from greengate.api.merchant.payment_params import KNOWN, parse_url
+from greengate.api.merchant.protocol import Handler, MerchantCall, handle
+from greengate.api.merchant.status import money
+from greengate.domain.errors import BusinessRuleViolation, InvalidRequest
+from greengate.domain.money import parse_amount
+from greengate.domain.params import Params, first
+from greengate.domain.payments import REQUEST_METHODS, TRANSACTION_STATUS, PaymentStatus
+from greengate.runtime import Runtime
+from greengate.services import captures, idempotency, recurring, refunds
+from greengate.services.payments import find_payment
+
+router = APIRouter(tags=["Merchant API"], include_in_schema=False)
+METHODS = ["GET", "POST"]
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+
+def _text(params: Params, name: str, *, max_length: int, required: bool = False) -> str | None:
+    value = first(params, name)
+    if value is None or value == "":
+        if required:
+            raise InvalidRequest(f"{name} is required", field=name)
+        return None
+    if len(value) > max_length:
+        raise InvalidRequest(f"{name} is longer than {max_length} characters", field=name)
+    return value
+
+
+def _id(params: Params, name: str) -> int:
+    value = _text(params, name, max_length=18, required=True)
+    assert value is not None
+    if not value.isascii() or not value.isdigit():
+        raise InvalidRequest(f"{name} must be a number", field=name)
+    return int(value)
+
+
+def _amount(params: Params, name: str, currency: str) -> int | None:
+    raw = _text(params, name, max_length=20)
+    if raw is None:
+        return None
+    amount = parse_amount(raw, currency, field=name)
+    if amount <= 0:
+        raise InvalidRequest(f"{name} must be greater than 0", field=name)
+    return amount
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+def _fingerprint(script: str, params: Params) -> str:
+    """The request minus its salt and signature: a retry signed anew is the same request."""
+    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
+    return idempotency.request_fingerprint("POST", script, json.dumps(content).encode())
+
+
+def _as_params(body: str) -> Params:
+    return [(str(name), str(value)) for name, value in json.loads(body)]
+
+
+async def _once(
+    session: AsyncSession,
+    call: MerchantCall,
+    keys: list[tuple[str, str]],
+    act: Callable[[], Awaitable[Params]],
+) -> Params:
+    """Run `act` once per idempotency key: a repeat gets the stored answer. `keys`: (scope, key)."""
+    fingerprint = _fingerprint(call.script, call.params)
+    for scope, key in keys:
+        try:
+            stored = await idempotency.lookup(session, call.merchant.id, scope, key, fingerprint)
+        except BusinessRuleViolation as exc:
+            if scope.endswith(".order"):
+                raise InvalidRequest(
+                    f"pg_order_id {key} was used by another request", field="pg_order_id"
+                ) from exc
+            raise
+        if stored is not None:
+            return _as_params(stored.body)
+    fields = await act()
+    for scope, key in keys:
+        idempotency.remember(
+            session,
+            call.merchant.id,
+            scope,
+            key,
+            fingerprint,
+            idempotency.StoredResponse(200, json.dumps(fields, ensure_ascii=False)),
+            call.now,
+        )
+    return fields
+
+
+def _key(call: MerchantCall, header: str | None) -> list[tuple[str, str]]:
+    key = first(call.params, "pg_idempotency_key") or header
+    if not key:
+        return []
+    try:
+        return [(call.script, idempotency.validate_key(key))]
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, field="pg_idempotency_key") from None
+
+
+def _with_key(make: Callable[[str | None], Handler]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await handle(request, make(request.headers.get(IDEMPOTENCY_HEADER)))
+
+    return endpoint
+
+
+# --- revoke.php ------------------------------------------------------------------------------
+
+
+def _revoke(header: str | None) -> Handler:
+    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+        payment_id = _id(call.params, "pg_payment_id")
+
+        async def act() -> Params:
+            payment = await find_payment(
+                session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
+            )
+            amount = _amount(call.params, "pg_refund_amount", payment.currency)
+            refund = await refunds.refund_payment(
+                session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
+            )
+            return [
+                ("pg_payment_id", str(payment.id)),
+                ("pg_refund_payment_id", str(refund.id)),
+                ("pg_refund_amount", money(refund.amount, refund.currency)),
+                ("pg_revoke_amount", money(payment.refunded_amount, payment.currency)),
+                ("pg_transaction_status", TRANSACTION_STATUS[PaymentStatus(payment.status)]),
+            ]
+
+        return await _once(session, call, _key(call, header), act)
+
+    return handler
+
+
+# --- do_capture.php --------------------------------------------------------------------------
+
+
+def _capture(header: str | None) -> Handler:
+    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+        payment_id = _id(call.params, "pg_payment_id")
+
+        async def act() -> Params:
+            payment = await find_payment(
+                session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
+            )
+            amount = _amount(call.params, "pg_clearing_amount", payment.currency)
+            if amount is None:
+                amount = _amount(call.params, "pg_amount", payment.currency)
+            capture = await captures.capture_payment(
+                session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
+            )
+            return [
+                ("pg_payment_id", str(payment.id)),
+                ("pg_amount", money(payment.amount, payment.currency)),
+                ("pg_clearing_amount", money(capture.amount, capture.currency)),
+                ("pg_currency", payment.currency),
+                ("pg_captured", "1"),
+            ]
+
+        return await _once(session, call, _key(call, header), act)
+
+    return handler
+
+
+# --- make_recurring_payment.php --------------------------------------------------------------
+
+RECURRING_KNOWN = KNOWN | {"pg_recurring_profile"}
+
+
+def _recurring(header: str | None) -> Handler:
+    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+        params = call.params
+        profile_id = _id(params, "pg_recurring_profile")
+        description = _text(params, "pg_description", max_length=1024, required=True)
+        assert description is not None
+        order_id = _text(params, "pg_order_id", max_length=50)
+        urls: dict[str, str] = {}
+        for name in ("pg_result_url", "pg_refund_url"):
+            value = _text(params, name, max_length=2000)
+            if value is not None:
+                urls[name.removeprefix("pg_").removesuffix("_url")] = parse_url(value, name)
+        method = _text(params, "pg_request_method", max_length=8)
+        if method is not None and method.upper() not in REQUEST_METHODS:
+            raise InvalidRequest(
+                f"pg_request_method must be one of {', '.join(REQUEST_METHODS)}", field="pg_request_method"
+            )
+        keys = _key(call, header)
+        if order_id is not None:
+            keys.append((f"{call.script}.order", order_id))
+
+        async def act() -> Params:
+            profile = await recurring.find_profile(session, call.merchant.id, profile_id)
+            amount = _amount(params, "pg_amount", profile.currency)
+            if amount is None:
+                raise InvalidRequest("pg_amount is required", field="pg_amount")
+            req = recurring.RecurringCharge(
+                profile_id=profile_id,
+                amount=amount,
+                description=description,
+                order_id=order_id,
+                urls=urls,
+                request_method=method.upper() if method else None,
+                extras=[(n, v) for n, v in params if n not in RECURRING_KNOWN and isinstance(v, str)],
+            )
+            payment, profile = await recurring.charge(session, rt, call.merchant, req, call.now)
+            fields: Params = [
+                ("pg_payment_id", str(payment.id)),
+                ("pg_order_id", payment.order_id or ""),
+                ("pg_amount", money(payment.amount, payment.currency)),
+                ("pg_currency", payment.currency),
+                ("pg_transaction_status", TRANSACTION_STATUS[PaymentStatus(payment.status)]),
+                ("pg_recurring_profile_id", str(profile.id)),
+                ("pg_recurring_profile_expiry_date", wire_time(profile.expires_at)),
+            ]
+            if payment.failure_code is not None:
+                fields += [
+                    ("pg_failure_code", str(payment.failure_code)),
+                    ("pg_failure_description", payment.failure_description or ""),
+                ]
+            return fields
+
+        return await _once(session, call, keys, act)
+
+    return handler
+
+
+router.add_api_route("/revoke.php", _with_key(_revoke), methods=METHODS)
+router.add_api_route("/do_capture.php", _with_key(_capture), methods=METHODS)
+router.add_api_route("/make_recurring_payment.php", _with_key(_recurring), methods=METHODS)
