@@ -27,7 +27,7 @@ from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
-from greengate.web import checkout, exchange_pages
+from greengate.web import checkout, console, exchange_pages
 from greengate.web.checkout import card_storage as card_storage_pages
 from greengate.web.checkout import payout_pages
 from greengate.worker.loop import Worker
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(card_storage_pages.router)
     app.include_router(merchant_payouts.router)
     app.include_router(payout_pages.router)
+    app.include_router(console.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from greengate.domain.errors import InvalidRequest
+from greengate.domain.errors import InvalidRequest, NotFound
 from greengate.services.audit import record_audit
 from greengate.store.models import AdminUser
 
 ROLES = ("admin", "operator", "viewer")
 MIN_PASSWORD_LENGTH = 10
+# Lockout: this many wrong passwords in a row lock the account for LOCK_DURATION.
+MAX_FAILED_LOGINS = 5
+LOCK_DURATION = timedelta(minutes=15)
 _hasher = PasswordHasher()
+# Verified against when the e-mail is unknown, so a miss costs the same time as a wrong password.
+_DUMMY_HASH = _hasher.hash("greengate-no-such-user")
 
 
 def hash_password(password: str) -> str:
@@ -50,6 +57,90 @@ async def create_admin(
         obj=("admin_user", user.id),
         before=None,
         after={"email": email, "role": role},
+        now=now,
+    )
+    return user
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    user: AdminUser | None  # set when the password was right and the account may sign in
+    locked_until: datetime | None = None  # set when the account is (now) locked
+
+
+async def authenticate(session: AsyncSession, *, email: str, password: str, now: datetime) -> LoginOutcome:
+    """Check a console sign-in. Wrong passwords count towards the lockout; a locked account is refused
+    even with the right password until the lock expires. The caller commits either way."""
+    user = await session.scalar(
+        select(AdminUser).where(AdminUser.email == email.strip().lower()).with_for_update()
+    )
+    if user is None or not user.active:
+        _verify(_DUMMY_HASH, password)
+        return LoginOutcome(None)
+    if user.locked_until is not None and user.locked_until > now:
+        return LoginOutcome(None, user.locked_until)
+    if not _verify(user.password_hash, password):
+        user.failed_logins += 1
+        if user.failed_logins < MAX_FAILED_LOGINS:
+            return LoginOutcome(None)
+        user.failed_logins, user.locked_until = 0, now + LOCK_DURATION
+        await record_audit(
+            session,
+            actor=f"system:{user.email}",
+            action="admin.locked",
+            obj=("admin_user", user.id),
+            before=None,
+            after={"locked_until": user.locked_until, "after_failures": MAX_FAILED_LOGINS},
+            now=now,
+        )
+        return LoginOutcome(None, user.locked_until)
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+    return LoginOutcome(user)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _snapshot(user: AdminUser) -> dict[str, object]:
+    return {"role": user.role, "active": user.active, "locked_until": user.locked_until}
+
+
+async def update_admin(
+    session: AsyncSession,
+    admin_id: int,
+    *,
+    now: datetime,
+    actor: str,
+    role: str | None = None,
+    active: bool | None = None,
+    unlock: bool = False,
+) -> AdminUser:
+    """Change an account's role, enable or disable it, or lift its lockout."""
+    user = await session.scalar(select(AdminUser).where(AdminUser.id == admin_id).with_for_update())
+    if user is None:
+        raise NotFound(f"admin user {admin_id} not found")
+    before = _snapshot(user)
+    if role is not None:
+        if role not in ROLES:
+            raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role")
+        user.role = role
+    if active is not None:
+        user.active = active
+    if unlock:
+        user.failed_logins, user.locked_until = 0, None
+    await record_audit(
+        session,
+        actor=actor,
+        action="admin.unlock" if unlock else "admin.update",
+        obj=("admin_user", user.id),
+        before=before,
+        after=_snapshot(user),
         now=now,
     )
     return user

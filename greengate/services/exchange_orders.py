@@ -395,3 +395,11 @@ async def assign_waiting_orders(
         else:
             break  # nothing free for this one; later ones are no luckier
     return assigned
+
+
+async def cancel_order_by_operator(
+    session: AsyncSession, rt: Runtime, order_id: int, *, now: datetime, actor: str, note: str = ""
+) -> ExchangeOrder:
+    """The operator cancels an open order (the client's own cancel rules apply: a paid order stays)."""
+    order = await lock_order(session, order_id)
+    return await transition(session, rt, order, OrderStatus.CANCELED, actor=actor, now=now, note=note)

@@ -195,3 +195,60 @@ def allocation_choices(
         for c in cands:
             if (c.id, amount + k) not in taken:
                 yield c, amount + k
+
+
+async def set_requisite_limits(
+    session: AsyncSession,
+    requisite_id: int,
+    *,
+    daily_limit: int | None,
+    turnover_limit: int | None,
+    now: datetime,
+    actor: str = "cli",
+) -> Requisite:
+    """Replace a requisite's daily and turnover limits (None removes a limit)."""
+    for name, limit in (("daily_limit", daily_limit), ("turnover_limit", turnover_limit)):
+        if limit is not None and limit <= 0:
+            raise InvalidRequest(f"{name} must be positive", field=name)
+    req = await session.scalar(select(Requisite).where(Requisite.id == requisite_id).with_for_update())
+    if req is None:
+        raise NotFound(f"requisite {requisite_id} not found")
+    before = {"daily_limit": req.daily_limit, "turnover_limit": req.turnover_limit}
+    req.daily_limit, req.turnover_limit, req.updated_at = daily_limit, turnover_limit, now
+    await record_audit(
+        session,
+        actor=actor,
+        action="requisite.limits",
+        obj=("requisite", req.id),
+        before=before,
+        after={"daily_limit": daily_limit, "turnover_limit": turnover_limit},
+        now=now,
+    )
+    return req
+
+
+async def turnover(session: AsyncSession, ids: set[int], now: datetime) -> dict[int, tuple[int, int]]:
+    """requisite id → (today's, all-time) sum of payable amounts counted against its limits."""
+    if not ids:
+        return {}
+    day_start = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+    base = (ExchangeOrder.requisite_id.in_(ids), ExchangeOrder.status.in_(TURNOVER_STATUSES))
+    total = dict(
+        (
+            await session.execute(
+                select(ExchangeOrder.requisite_id, func.sum(ExchangeOrder.amount_payable))
+                .where(*base)
+                .group_by(ExchangeOrder.requisite_id)
+            )
+        ).all()
+    )
+    today = dict(
+        (
+            await session.execute(
+                select(ExchangeOrder.requisite_id, func.sum(ExchangeOrder.amount_payable))
+                .where(*base, ExchangeOrder.created_at >= day_start)
+                .group_by(ExchangeOrder.requisite_id)
+            )
+        ).all()
+    )
+    return {rid: (int(today.get(rid) or 0), int(total.get(rid) or 0)) for rid in ids}

@@ -1,0 +1,97 @@
+"""The dashboard: today's exchange orders and payments, the callback backlog, rate freshness, balances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import func, select
+
+from greengate.clock import utcnow
+from greengate.services import ledger, outbox
+from greengate.store.models import Direction, ExchangeOrder, OutboxMessage, Payment, Rate
+from greengate.web.console.auth import Console, ConsoleRoute, page
+from greengate.web.console.rendering import render
+
+router = APIRouter(route_class=ConsoleRoute)
+PAID_ORDER = ("payed", "completed")
+PAID_PAYMENT = ("ok", "revoked")
+
+
+@router.get("/admin/")
+@router.get("/admin")
+async def dashboard(request: Request, console: Console = Depends(page())) -> Response:
+    now = utcnow()
+    day = datetime.combine(now.date(), time(0), tzinfo=UTC)
+    async with console.rt.db.transaction() as session:
+        order_counts = dict(
+            (
+                await session.execute(
+                    select(ExchangeOrder.status, func.count())
+                    .where(ExchangeOrder.created_at >= day)
+                    .group_by(ExchangeOrder.status)
+                )
+            ).all()
+        )
+        order_volume = (
+            await session.execute(
+                select(ExchangeOrder.currency, func.sum(ExchangeOrder.amount_payable), func.count())
+                .where(ExchangeOrder.created_at >= day, ExchangeOrder.status.in_(PAID_ORDER))
+                .group_by(ExchangeOrder.currency)
+            )
+        ).all()
+        payment_counts = dict(
+            (
+                await session.execute(
+                    select(Payment.status, func.count())
+                    .where(Payment.created_at >= day)
+                    .group_by(Payment.status)
+                )
+            ).all()
+        )
+        payment_volume = (
+            await session.execute(
+                select(Payment.currency, func.sum(Payment.amount), func.count())
+                .where(Payment.created_at >= day, Payment.status.in_(PAID_PAYMENT))
+                .group_by(Payment.currency)
+            )
+        ).all()
+        callbacks = OutboxMessage.target_url.is_not(None)
+        backlog = await session.scalar(
+            select(func.count()).where(callbacks, OutboxMessage.status == outbox.PENDING)
+        )
+        overdue = await session.scalar(
+            select(func.count()).where(
+                callbacks, OutboxMessage.status == outbox.PENDING, OutboxMessage.due_at <= now
+            )
+        )
+        failing = await session.scalar(
+            select(func.count()).where(
+                callbacks, OutboxMessage.status == outbox.PENDING, OutboxMessage.attempts > 0
+            )
+        )
+        dead = await session.scalar(
+            select(func.count()).where(callbacks, OutboxMessage.status == outbox.DEAD)
+        )
+        rates = list(await session.scalars(select(Rate).order_by(Rate.source, Rate.quote)))
+        sources = sorted({d.rate_source for d in await session.scalars(select(Direction))})
+        balances = await ledger.balances(session)
+    max_age = console.rt.settings.rate_max_age_seconds
+    return render(
+        request,
+        "dashboard.html",
+        console,
+        today=day,
+        order_counts=order_counts,
+        order_volume=order_volume,
+        payment_counts=payment_counts,
+        payment_volume=payment_volume,
+        backlog=backlog or 0,
+        overdue=overdue or 0,
+        failing=failing or 0,
+        dead=dead or 0,
+        rates=[(r, int((now - r.fetched_at).total_seconds())) for r in rates],
+        max_age=max_age,
+        sources=sources,
+        balances=balances,
+    )
