@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GREENGATE_", env_file=None, extra="ignore")
 
     database_url: str = DEFAULT_DATABASE_URL
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     # AES-256-GCM keys as "kid:base64key" separated by commas; the first one encrypts new data.
     # Empty → a key file next to the working directory is created on first use (embedded default).
     encryption_keys: str = ""

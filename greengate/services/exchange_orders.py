@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Row, and_, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from greengate.domain.bitcoin_address import parse_address
@@ -24,17 +24,20 @@ from greengate.domain.pricing import amount_receivable_sat
 from greengate.metrics import ORDER_TRANSITIONS
 from greengate.payouts.btc import validate_txid
 from greengate.runtime import Runtime
+from greengate.security.encryption import Keyring
 from greengate.services import ledger, outbox
+from greengate.services.merchants import ACTIVE_SECRET_OWNER, api_secret_digest
 from greengate.services.rates import current_rate
 from greengate.services.requisites import (
     Candidate,
     allocation_choices,
     candidates,
+    decrypt_number,
     taken_amounts,
     within_limits,
 )
-from greengate.store.db import dialect_name
-from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent
+from greengate.store.db import dialect_name, table_of
+from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Requisite
 
 EXPIRE_JOB = "exchange.order_expire"
 CALLBACK = "exchange.callback"
@@ -48,14 +51,23 @@ class CreateOrderRequest:
 
 
 @dataclass(frozen=True)
+class CreatedOrder:
+    order: ExchangeOrder
+    requisite_number: str  # the assigned card's number, "" while the order is unconfirmed
+
+
+@dataclass(frozen=True)
 class CancelOutcome:
     order_id: int
     status: str
     canceled: bool
 
 
+_DIRECTION = select(Direction).where(Direction.payment_method == bindparam("payment_method"))
+
+
 async def load_direction(session: AsyncSession, payment_method: str) -> Direction:
-    direction = await session.scalar(select(Direction).where(Direction.payment_method == payment_method))
+    direction = await session.scalar(_DIRECTION, {"payment_method": payment_method})
     if direction is None:
         raise BusinessRuleViolation(f"unknown payment_method {payment_method!r}", code="unknown_direction")
     return direction
@@ -84,17 +96,29 @@ def _resolve_wallet(rt: Runtime, merchant: Merchant, wallet: str) -> str:
     return address.text
 
 
-def _insert(session: AsyncSession):  # type: ignore[no-untyped-def]
-    return (postgresql if dialect_name(session) == "postgresql" else sqlite).insert
-
-
-def _awaiting_conflict_target() -> dict[str, object]:
-    return {"index_elements": ["requisite_id", "amount_payable"], "index_where": text("status = 'awaiting'")}
+# An order's row, values bound per use; built once per dialect. A concurrent order that took the
+# same (requisite, amount) makes the insert of an awaiting one a no-op (the partial unique index).
+_ORDERS = table_of(ExchangeOrder)
+_INSERT_EVENT = insert(table_of(OrderEvent))
+_AWAITING_SLOT = ["requisite_id", "amount_payable"]
+_AWAITING_ONLY = text("status = 'awaiting'")
+_INSERT_ORDER = {
+    "postgresql": postgresql.insert(_ORDERS).returning(_ORDERS.c.id),
+    "sqlite": sqlite.insert(_ORDERS).returning(_ORDERS.c.id),
+}
+_INSERT_AWAITING_ORDER = {
+    "postgresql": postgresql.insert(_ORDERS)
+    .on_conflict_do_nothing(index_elements=_AWAITING_SLOT, index_where=_AWAITING_ONLY)
+    .returning(_ORDERS.c.id),
+    "sqlite": sqlite.insert(_ORDERS)
+    .on_conflict_do_nothing(index_elements=_AWAITING_SLOT, index_where=_AWAITING_ONLY)
+    .returning(_ORDERS.c.id),
+}
 
 
 async def create_order(
     session: AsyncSession, rt: Runtime, merchant: Merchant, request: CreateOrderRequest, now: datetime
-) -> ExchangeOrder:
+) -> CreatedOrder:
     direction = await load_direction(session, request.payment_method)
     if direction.status != 1:
         raise BusinessRuleViolation(
@@ -128,8 +152,9 @@ async def create_order(
         "created_at": now,
         "updated_at": now,
     }
-    insert = _insert(session)
+    dialect = dialect_name(session)
     order_id: int | None = None
+    number = ""
     async for cand, payable in _free_slots(session, direction, amount, now):
         row = dict(
             values,
@@ -140,10 +165,9 @@ async def create_order(
                 payable, direction.from_currency, locked.rate, commission
             ),
         )
-        # A concurrent order that took the same (requisite, amount) makes this insert a no-op.
-        stmt = insert(ExchangeOrder).values(**row).on_conflict_do_nothing(**_awaiting_conflict_target())
-        order_id = await session.scalar(stmt.returning(ExchangeOrder.id))
+        order_id = await session.scalar(_INSERT_AWAITING_ORDER[dialect], row)
         if order_id is not None:
+            number = decrypt_number(rt.keyring, cand.id, cand.number_enc)
             break
     if order_id is None:
         row = dict(
@@ -153,14 +177,14 @@ async def create_order(
             amount_payable=amount,
             amount_receivable=amount_receivable_sat(amount, direction.from_currency, locked.rate, commission),
         )
-        order_id = await session.scalar(insert(ExchangeOrder).values(**row).returning(ExchangeOrder.id))
+        order_id = await session.scalar(_INSERT_ORDER[dialect], row)
     assert order_id is not None
     order = ExchangeOrder(id=order_id, **row)
     ORDER_TRANSITIONS.labels(to=order.status).inc()
-    session.add(
-        OrderEvent(order_id=order_id, from_status=None, to_status=order.status, actor="api", note="", at=now)
-    )
-    outbox.enqueue(
+    # Written at once, past the unit of work: nothing here needs the ORM objects back.
+    event = {"order_id": order_id, "from_status": None, "to_status": order.status, "actor": "api", "note": ""}
+    await session.execute(_INSERT_EVENT, dict(event, at=now))
+    await outbox.enqueue_now(
         session,
         kind=EXPIRE_JOB,
         aggregate=f"order:{order_id}",
@@ -169,8 +193,10 @@ async def create_order(
         due_at=order.expires_at,
         merchant_id=merchant.id,
     )
-    _enqueue_callback(session, merchant, order, now)
-    return order
+    callback = _callback(merchant, order)
+    if callback is not None:
+        await outbox.enqueue_now(session, now=now, **callback)
+    return CreatedOrder(order, number)
 
 
 async def _free_slots(
@@ -194,30 +220,63 @@ async def _free_slots(
             refused.add(cand.id)
 
 
-def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: ExchangeOrder, now: datetime) -> None:
+def _callback(merchant: Merchant, order: ExchangeOrder) -> dict[str, Any] | None:
+    """The outbox message telling the client the order's status; None without a webhook URL."""
     if not merchant.webhook_url:
-        return
-    outbox.enqueue(
-        session,
-        kind=CALLBACK,
-        aggregate=f"order:{order.id}",
-        payload={"order_id": order.id, "order_status": order.status, "version": order.version},
-        now=now,
-        merchant_id=merchant.id,
-        target_url=merchant.webhook_url,
-    )
+        return None
+    return {
+        "kind": CALLBACK,
+        "aggregate": f"order:{order.id}",
+        "payload": {"order_id": order.id, "order_status": order.status, "version": order.version},
+        "merchant_id": merchant.id,
+        "target_url": merchant.webhook_url,
+    }
 
 
-async def orders_of(session: AsyncSession, merchant_id: int, ids: Iterable[int]) -> list[ExchangeOrder]:
-    wanted = sorted(set(ids))
-    if not wanted:
-        return []
-    rows = await session.scalars(
-        select(ExchangeOrder)
-        .where(ExchangeOrder.merchant_id == merchant_id, ExchangeOrder.id.in_(wanted))
-        .order_by(ExchangeOrder.id)
+def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: ExchangeOrder, now: datetime) -> None:
+    callback = _callback(merchant, order)
+    if callback is not None:
+        outbox.enqueue(session, now=now, **callback)
+
+
+# The check use case in one statement (built once): the client by its API secret's digest, and its
+# orders among the ids (plain rows: nothing is changed, so no ORM objects), each with its card's
+# encrypted number.
+_CLIENT_ORDERS = (
+    select(Merchant.id.label("client_id"), *_ORDERS.c, Requisite.number_enc)
+    .select_from(Merchant)
+    .outerjoin(
+        _ORDERS,
+        and_(_ORDERS.c.merchant_id == Merchant.id, _ORDERS.c.id.in_(bindparam("ids", expanding=True))),
     )
-    return list(rows)
+    .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
+    .where(ACTIVE_SECRET_OWNER)
+    .order_by(_ORDERS.c.id)
+)
+
+
+async def client_orders(
+    conn: AsyncConnection, keyring: Keyring, api_secret: str, ids: Iterable[int]
+) -> list[tuple[Row[Any], str]] | None:
+    """The orders among the ids that belong to the active client holding this API secret, by id, as
+    rows of the order's columns, each with its card's number ("" without one); None when no active
+    client holds the secret. Others' and unknown ids are simply absent."""
+    digest = api_secret_digest(api_secret)
+    if digest is None:
+        return None
+    params = {"api_secret_hash": digest, "ids": sorted(set(ids))}
+    rows = (await conn.execute(_CLIENT_ORDERS, params)).all()
+    if not rows:
+        return None
+    numbers: dict[int, str] = {}
+    found: list[tuple[Row[Any], str]] = []
+    for row in rows:
+        if row.id is None:
+            continue  # the client's own row, when none of the ids is theirs
+        if row.requisite_id is not None and row.requisite_id not in numbers:
+            numbers[row.requisite_id] = decrypt_number(keyring, row.requisite_id, row.number_enc)
+        found.append((row, numbers.get(row.requisite_id or 0, "")))
+    return found
 
 
 async def lock_order(session: AsyncSession, order_id: int, merchant_id: int | None = None) -> ExchangeOrder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.bitcoin_address import Network, parse_address
@@ -100,15 +100,26 @@ async def rotate_credentials(
     return creds
 
 
-async def authenticate_api_secret(session: AsyncSession, api_secret: str) -> Merchant | None:
-    # Lookup by the SHA-256 of a 256-bit token: the database compares digests, never the secret.
+# The active merchant holding an API secret, by the SHA-256 of the secret (a 256-bit token): the
+# database compares digests, never the secret. Built once; `api_secret_hash` is bound per use.
+ACTIVE_SECRET_OWNER = and_(
+    Merchant.api_secret_hash == bindparam("api_secret_hash"), Merchant.active.is_(True)
+)
+_BY_API_SECRET = select(Merchant).where(ACTIVE_SECRET_OWNER)
+
+
+def api_secret_digest(api_secret: str) -> str | None:
+    """The digest to bind to `ACTIVE_SECRET_OWNER`; None when no secret of that shape can match."""
     if not api_secret or len(api_secret) > 200:
         return None
-    return await session.scalar(
-        select(Merchant).where(
-            Merchant.api_secret_hash == hash_api_secret(api_secret), Merchant.active.is_(True)
-        )
-    )
+    return hash_api_secret(api_secret)
+
+
+async def authenticate_api_secret(session: AsyncSession, api_secret: str) -> Merchant | None:
+    digest = api_secret_digest(api_secret)
+    if digest is None:
+        return None
+    return await session.scalar(_BY_API_SECRET, {"api_secret_hash": digest})
 
 
 async def get_merchant(session: AsyncSession, merchant_id: int, *, lock: bool = False) -> Merchant:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from greengate.store.db import table_of
 from greengate.store.models import DeliveryAttempt, OutboxMessage
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -44,18 +45,53 @@ def enqueue(
     target_url: str | None = None,
 ) -> OutboxMessage:
     message = OutboxMessage(
-        kind=kind,
-        aggregate=aggregate,
-        merchant_id=merchant_id,
-        payload=json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
-        target_url=target_url,
-        status=PENDING,
-        attempts=0,
-        due_at=due_at or now,
-        created_at=now,
+        **_row(kind, aggregate, payload, now, due_at=due_at, merchant_id=merchant_id, target_url=target_url)
     )
     session.add(message)
     return message
+
+
+_INSERT = insert(table_of(OutboxMessage))
+
+
+async def enqueue_now(
+    session: AsyncSession,
+    *,
+    kind: str,
+    aggregate: str,
+    payload: dict[str, Any],
+    now: datetime,
+    due_at: datetime | None = None,
+    merchant_id: int | None = None,
+    target_url: str | None = None,
+) -> None:
+    """`enqueue` written at once by one plain INSERT, past the unit of work (no object to track and
+    flush, no id read back): for a hot path that needs no `OutboxMessage` back."""
+    row = _row(kind, aggregate, payload, now, due_at=due_at, merchant_id=merchant_id, target_url=target_url)
+    await session.execute(_INSERT, row)
+
+
+def _row(
+    kind: str,
+    aggregate: str,
+    payload: dict[str, Any],
+    now: datetime,
+    *,
+    due_at: datetime | None,
+    merchant_id: int | None,
+    target_url: str | None,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "aggregate": aggregate,
+        "merchant_id": merchant_id,
+        "payload": json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+        "target_url": target_url,
+        "status": PENDING,
+        "attempts": 0,
+        "due_at": due_at or now,
+        "created_at": now,
+    }
 
 
 async def claim_due(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, String, bindparam, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.cards import mask_number, normalize_number
@@ -21,6 +21,13 @@ from greengate.store.models import ExchangeOrder, Requisite
 
 # Statuses whose amounts count towards a requisite's turnover.
 TURNOVER_STATUSES = (OrderStatus.AWAITING.value, OrderStatus.PAYED.value, OrderStatus.COMPLETED.value)
+
+
+def is_awaiting() -> ColumnElement[bool]:
+    """`status = 'awaiting'` with the value written into the SQL, not bound: only then can a prepared
+    statement's generic plan (PostgreSQL's choice after five runs) prove the predicate of the partial
+    index of awaiting orders and read it, instead of every order with that status."""
+    return ExchangeOrder.status == literal_column(f"'{OrderStatus.AWAITING.value}'", String)
 
 
 def _aad(requisite_id: int) -> str:
@@ -105,7 +112,11 @@ async def requisite_numbers(session: AsyncSession, keyring: Keyring, ids: set[in
     if not ids:
         return {}
     rows = await session.execute(select(Requisite.id, Requisite.number_enc).where(Requisite.id.in_(ids)))
-    return {rid: keyring.decrypt(enc, _aad(rid)) for rid, enc in rows}
+    return {rid: decrypt_number(keyring, rid, enc) for rid, enc in rows}
+
+
+def decrypt_number(keyring: Keyring, requisite_id: int, number_enc: str) -> str:
+    return keyring.decrypt(number_enc, _aad(requisite_id))
 
 
 async def find_by_number(session: AsyncSession, keyring: Keyring, number: str) -> Requisite | None:
@@ -119,41 +130,43 @@ class Candidate:
     id: int
     daily_limit: int | None
     turnover_limit: int | None
+    number_enc: str = ""  # read along, so that the chosen card's number needs no query of its own
+
+
+# Statements built once (building one costs more than running its cached compiled form); the values
+# are bound per use.
+# Each card's awaiting orders are counted by one probe of the partial (requisite, amount) index: a
+# plan that does not hang on the table's statistics (a grouped count joined to the cards was planned
+# as a nested loop re-aggregating every awaiting order once per card).
+_BUSY = (
+    select(func.count())
+    .where(is_awaiting(), ExchangeOrder.requisite_id == Requisite.id)
+    .correlate(Requisite)
+    .scalar_subquery()
+)
+_CANDIDATES = (
+    select(Requisite.id, Requisite.daily_limit, Requisite.turnover_limit, Requisite.number_enc)
+    .where(Requisite.payment_method == bindparam("payment_method"), Requisite.active.is_(True))
+    .order_by(_BUSY, Requisite.id)
+)
+_TAKEN = select(ExchangeOrder.requisite_id, ExchangeOrder.amount_payable).where(
+    is_awaiting(),
+    ExchangeOrder.requisite_id.in_(bindparam("ids", expanding=True)),
+    ExchangeOrder.amount_payable.between(bindparam("low"), bindparam("high")),
+)
 
 
 async def candidates(session: AsyncSession, payment_method: str) -> list[Candidate]:
     """Active requisites of a method, least busy first, so load spreads across cards."""
-    usable = (Requisite.payment_method == payment_method, Requisite.active.is_(True))
-    # Counted through the partial (requisite, amount) index of awaiting orders, by requisite id.
-    busy = (
-        select(ExchangeOrder.requisite_id, func.count().label("n"))
-        .where(
-            ExchangeOrder.status == OrderStatus.AWAITING.value,
-            ExchangeOrder.requisite_id.in_(select(Requisite.id).where(*usable)),
-        )
-        .group_by(ExchangeOrder.requisite_id)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(Requisite.id, Requisite.daily_limit, Requisite.turnover_limit)
-        .outerjoin(busy, busy.c.requisite_id == Requisite.id)
-        .where(*usable)
-        .order_by(func.coalesce(busy.c.n, 0), Requisite.id)
-    )
-    return [Candidate(r.id, r.daily_limit, r.turnover_limit) for r in rows]
+    rows = await session.execute(_CANDIDATES, {"payment_method": payment_method})
+    return [Candidate(r.id, r.daily_limit, r.turnover_limit, r.number_enc) for r in rows]
 
 
 async def taken_amounts(
     session: AsyncSession, requisite_ids: list[int], low: int, high: int
 ) -> set[tuple[int, int]]:
     """(requisite, amount) pairs held by awaiting orders: a range scan of the partial unique index."""
-    rows = await session.execute(
-        select(ExchangeOrder.requisite_id, ExchangeOrder.amount_payable).where(
-            ExchangeOrder.status == OrderStatus.AWAITING.value,
-            ExchangeOrder.requisite_id.in_(requisite_ids),
-            ExchangeOrder.amount_payable.between(low, high),
-        )
-    )
+    rows = await session.execute(_TAKEN, {"ids": requisite_ids, "low": low, "high": high})
     return {(r[0], r[1]) for r in rows if r[0] is not None}
 
 

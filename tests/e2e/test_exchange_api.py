@@ -27,6 +27,12 @@ from greengate.services.exchange_orders import (
     lock_order,
     transition,
 )
+from greengate.services.merchants import (
+    MerchantApiSettings,
+    get_merchant,
+    rotate_credentials,
+    update_merchant_settings,
+)
 from greengate.services.requisites import set_requisite_active
 from greengate.store.migrate import head_revision
 from greengate.store.models import ExchangeOrder, Rate
@@ -467,6 +473,74 @@ async def test_check_of_an_empty_list_returns_no_orders(app_client: httpx.AsyncC
     who, _ = await an_awaiting_order(app_client, rt)
 
     assert await check(app_client, who, []) == []
+
+
+async def test_check_refuses_a_disabled_client_at_once(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    async with rt.db.transaction() as session:
+        merchant = await get_merchant(session, who.merchant_id)
+        await update_merchant_settings(
+            session, merchant, MerchantApiSettings(active=False), now=utcnow(), allow_private_callbacks=True
+        )
+
+    response = await app_client.post(
+        "/api/v2/order/check", json={"order_id": [order["order_id"]]}, headers=who.headers
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_api_secret"
+
+
+async def test_check_refuses_a_rotated_secret_at_once(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    async with rt.db.transaction() as session:
+        merchant = await get_merchant(session, who.merchant_id)
+        creds = await rotate_credentials(session, rt.keyring, merchant, now=utcnow())
+
+    body = {"order_id": [order["order_id"]]}
+    old = await app_client.post("/api/v2/order/check", json=body, headers=who.headers)
+    new = await app_client.post("/api/v2/order/check", json=body, headers={"Api-Secret": creds.api_secret})
+
+    assert (old.status_code, old.json()["code"]) == (401, "invalid_api_secret")
+    assert new.status_code == 200
+    assert new.json()["data"]["orders"] == [order]
+
+
+async def test_check_with_a_wrong_secret_and_a_bad_body_is_unauthorized(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    await an_awaiting_order(app_client, rt)
+
+    response = await app_client.post(
+        "/api/v2/order/check", json={"order_id": "x"}, headers={"Api-Secret": "gg_wrong"}
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_api_secret"
+
+
+async def test_check_with_a_right_secret_and_a_bad_body_is_invalid(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, _ = await an_awaiting_order(app_client, rt)
+
+    response = await app_client.post("/api/v2/order/check", json={"order_id": "x"}, headers=who.headers)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_field"
+
+
+async def test_check_gives_each_order_its_own_card(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+    who = await make_client(rt)
+    await make_direction(rt)
+    await make_requisites(rt, 2)
+    first = await create_ok(app_client, who, "9999")
+    second = await create_ok(app_client, who, "9999")
+
+    orders = await check(app_client, who, [first["order_id"], second["order_id"]])
+
+    assert orders == [first, second]
+    assert {o["wallet_payment"] for o in orders} == {CARD, SECOND_CARD}
 
 
 # --- POST /api/v2/order/cancel ----------------------------------------------------------------

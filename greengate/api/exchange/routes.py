@@ -25,14 +25,13 @@ from greengate.services.directions import list_directions
 from greengate.services.exchange_orders import (
     CreateOrderRequest,
     cancel_orders,
+    client_orders,
     create_order,
-    orders_of,
 )
 from greengate.services.merchants import authenticate_api_secret
 from greengate.services.rates import current_rate
-from greengate.services.requisites import requisite_numbers
 from greengate.services.transfers import TransferInput, record_transfer
-from greengate.store.models import ExchangeOrder, Merchant
+from greengate.store.models import Merchant
 
 log = structlog.get_logger(__name__)
 JSON = "application/json"
@@ -143,14 +142,6 @@ def _order_ids(data: dict[str, Any]) -> list[int]:
     return ids
 
 
-async def _render_orders(
-    session: AsyncSession, rt: Runtime, orders: list[ExchangeOrder]
-) -> list[dict[str, Any]]:
-    numbers = await requisite_numbers(session, rt.keyring, {o.requisite_id for o in orders if o.requisite_id})
-    base = rt.settings.public_base_url
-    return [order_wire(o, numbers.get(o.requisite_id or 0, ""), base) for o in orders]
-
-
 @router.get("/directions", response_model=list[schemas.DirectionOut], responses=schemas.ERRORS)
 async def get_directions(request: Request, api_secret: str | None = ApiSecret) -> Response:
     """Directions visible to the client, with the rate an order created now would lock."""
@@ -203,8 +194,9 @@ async def post_order_create(
             )
             if stored is not None:
                 return Response(stored.body, status_code=stored.status, media_type=JSON)
-        order = await create_order(session, rt, merchant, req, now)
-        body = dumps({"response": "success", "items": await _render_orders(session, rt, [order])})
+        created = await create_order(session, rt, merchant, req, now)
+        item = order_wire(created.order, created.requisite_number, rt.settings.public_base_url)
+        body = dumps({"response": "success", "items": [item]})
         if idempotency_key is not None:
             idempotency.remember(
                 session,
@@ -228,11 +220,22 @@ async def post_order_check(request: Request, api_secret: str | None = ApiSecret)
     """The client's own orders among the ids; others' and unknown ids are simply absent."""
     rt = _rt(request)
     await _receive_body(request, rt)
-    async with rt.db.transaction() as session:
-        merchant = await _merchant(session, api_secret)
-        _, data = await _json(request, rt)
-        orders = await orders_of(session, merchant.id, _order_ids(data))
-        rendered = await _render_orders(session, rt, orders)
+    if not api_secret:
+        raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
+    async with rt.db.single_statement() as conn:
+        try:
+            _, data = await _json(request, rt)
+            ids = _order_ids(data)
+        except DomainError:
+            # A wrong secret is refused before a bad body.
+            if await client_orders(conn, rt.keyring, api_secret, []) is None:
+                raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
+            raise
+        found = await client_orders(conn, rt.keyring, api_secret, ids)
+    if found is None:
+        raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
+    base = rt.settings.public_base_url
+    rendered = [order_wire(order, number, base) for order, number in found]
     return json_response({"result": "true", "data": {"orders": rendered}})
 
 

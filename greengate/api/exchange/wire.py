@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from greengate.domain.errors import DomainError, ErrorKind
 from greengate.domain.money import format_minor
-from greengate.store.models import Direction, ExchangeOrder
+from greengate.store.models import Direction
 
 WIRE_TIME = "%Y-%m-%d %H:%M:%S"
 
@@ -53,7 +53,34 @@ def percent_number(text: str) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
 
-def order_wire(order: ExchangeOrder, wallet_payment: str, base_url: str) -> dict[str, Any]:
+class OrderFields(Protocol):
+    """What the wire shows of an order: an `ExchangeOrder`, or a row of its columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def exchange_rate(self) -> str: ...
+    @property
+    def amount_payable(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def amount_receivable(self) -> int: ...
+    @property
+    def wallet(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def access_token(self) -> str: ...
+
+
+def order_wire(order: OrderFields, wallet_payment: str, base_url: str) -> dict[str, Any]:
     return {
         "order_id": str(order.id),
         "exchange_rate": order.exchange_rate,
