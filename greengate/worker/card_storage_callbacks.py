@@ -9,7 +9,6 @@ from datetime import datetime
 
 from greengate.api.exchange.wire import wire_time
 from greengate.domain.params import Params
-from greengate.metrics import OUTBOX_RESULTS
 from greengate.runtime import Runtime
 from greengate.services import outbox
 from greengate.services.merchants import payout_secret, secret_key
@@ -56,31 +55,15 @@ async def deliver_card_result(
             if card.purpose == "payout"
             else secret_key(rt.keyring, merchant)
         )
-    started = clock()
-    sent, outcome, answer = await merchant_callbacks.send(
-        rt.http,
-        url=message.target_url or "",
+    await merchant_callbacks.deliver_message(
+        rt,
+        message,
+        worker=worker,
+        clock=clock,
         method=card.request_method,
         params=card_result_params(card),
         secret=secret,
-        allow_private=rt.settings.callback_allow_private,
     )
-    async with rt.db.transaction() as session:
-        state = await outbox.record_attempt(
-            session,
-            message,
-            worker=worker,
-            started_at=started,
-            duration_ms=outcome.duration_ms,
-            succeeded=answer.delivered,
-            status_code=outcome.status_code,
-            request_body=sent,
-            response_body=outcome.body,
-            error=answer.error,
-            retry_schedule=rt.settings.callback_retry_schedule,
-            now=clock(),
-        )
-    OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()
 
 
 async def expire_card_page(

@@ -14,6 +14,7 @@ from functools import partial
 
 import structlog
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange import webhooks
 from greengate.api.exchange.wire import dumps, order_wire, wire_time
@@ -39,6 +40,7 @@ from greengate.services.saved_cards import CARD_EXPIRE_JOB, CARD_RESULT_CALLBACK
 from greengate.store.models import ExchangeOrder, Merchant, OutboxMessage, Payment
 from greengate.worker import card_storage_callbacks, merchant_callbacks, operation_callbacks, payout_jobs
 from greengate.worker.http_delivery import deliver
+from greengate.worker.merchant_callbacks import MerchantAnswer
 
 log = structlog.get_logger(__name__)
 JOB_RETRY = timedelta(seconds=30)
@@ -135,34 +137,8 @@ class Worker:
                 ("pg_recurring_profile_id", str(profile.id)),
                 ("pg_recurring_profile_expiry_date", wire_time(profile.expires_at)),
             ]
-        started = self.clock()
-        sent, outcome, answer = await merchant_callbacks.send(
-            self.rt.http,
-            url=message.target_url or "",
-            method=payment.request_method,
-            params=params,
-            secret=secret,
-            allow_private=self.rt.settings.callback_allow_private,
-        )
-        now = self.clock()
-        async with self.rt.db.transaction() as session:
-            state = await outbox.record_attempt(
-                session,
-                message,
-                worker=self.name,
-                started_at=started,
-                duration_ms=outcome.duration_ms,
-                succeeded=answer.delivered,
-                status_code=outcome.status_code,
-                request_body=sent,
-                response_body=outcome.body,
-                error=answer.error,
-                # A check is asked once: no answer in time counts as a refusal.
-                retry_schedule=[] if is_check else self.rt.settings.callback_retry_schedule,
-                now=now,
-            )
-            if state == "lost_claim":
-                return
+
+        async def after(session: AsyncSession, answer: MerchantAnswer, now: datetime) -> None:
             if is_check:
                 accepted = answer.delivered and answer.status == "ok"
                 reason = answer.description or answer.error or "rejected by the merchant's check"
@@ -175,7 +151,19 @@ class Worker:
                     await payment_flow.refund_rejected_result(
                         session, payment_id, reason=answer.description or "rejected", now=now
                     )
-        OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()
+
+        await merchant_callbacks.deliver_message(
+            self.rt,
+            message,
+            worker=self.name,
+            clock=self.clock,
+            method=payment.request_method,
+            params=params,
+            secret=secret,
+            # A check is asked once: no answer in time counts as a refusal.
+            retry_schedule=[] if is_check else None,
+            after=after,
+        )
 
     async def _card_result_callback(self, message: outbox.ClaimedMessage) -> None:
         await card_storage_callbacks.deliver_card_result(self.rt, message, worker=self.name, clock=self.clock)

@@ -4,10 +4,13 @@ merchant's URL, sent with the payment's request method, and the merchant's signe
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
 from greengate.api.merchant.codec import (
@@ -24,6 +27,9 @@ from greengate.domain.money import format_minor
 from greengate.domain.params import Params, first
 from greengate.domain.payments import PaymentStatus
 from greengate.domain.signature import new_salt, script_name_from_url, verify, with_signature
+from greengate.metrics import OUTBOX_RESULTS
+from greengate.runtime import Runtime
+from greengate.services import outbox
 from greengate.store.models import Payment, PaymentAttempt
 from greengate.worker.http_delivery import DeliveryOutcome, deliver
 
@@ -131,6 +137,53 @@ async def send(
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     return sent, outcome, read_answer(outcome, script=script, secret=secret, salt=salt)
+
+
+AfterAttempt = Callable[[AsyncSession, MerchantAnswer, datetime], Awaitable[None]]
+
+
+async def deliver_message(
+    rt: Runtime,
+    message: outbox.ClaimedMessage,
+    *,
+    worker: str,
+    clock: Callable[[], datetime],
+    method: str,
+    params: Params,
+    secret: str,
+    retry_schedule: list[int] | None = None,
+    after: AfterAttempt | None = None,
+) -> None:
+    """Send one outbox message as a signed merchant callback and record the attempt; `after` runs in
+    the same transaction as the record (unless another worker took the message meanwhile)."""
+    started = clock()
+    sent, outcome, answer = await send(
+        rt.http,
+        url=message.target_url or "",
+        method=method,
+        params=params,
+        secret=secret,
+        allow_private=rt.settings.callback_allow_private,
+    )
+    now = clock()
+    async with rt.db.transaction() as session:
+        state = await outbox.record_attempt(
+            session,
+            message,
+            worker=worker,
+            started_at=started,
+            duration_ms=outcome.duration_ms,
+            succeeded=answer.delivered,
+            status_code=outcome.status_code,
+            request_body=sent,
+            response_body=outcome.body,
+            error=answer.error,
+            retry_schedule=rt.settings.callback_retry_schedule if retry_schedule is None else retry_schedule,
+            now=now,
+        )
+        if after is not None and state != "lost_claim":
+            await after(session, answer, now)
+    OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()
 
 
 def read_answer(outcome: DeliveryOutcome, *, script: str, secret: str, salt: str) -> MerchantAnswer:

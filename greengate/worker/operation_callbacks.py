@@ -12,7 +12,6 @@ from datetime import datetime
 from greengate.api.exchange.wire import wire_time
 from greengate.domain.money import format_minor
 from greengate.domain.params import Params
-from greengate.metrics import OUTBOX_RESULTS
 from greengate.runtime import Runtime
 from greengate.services import outbox, payments
 from greengate.services.captures import CAPTURE_CALLBACK
@@ -77,28 +76,12 @@ async def deliver(
         assert refund is not None
         total = int(message.payload.get("refunded_total", payment.refunded_amount))
         params = refund_fields(base, payment, refund, total)
-    started = clock()
-    sent, outcome, answer = await merchant_callbacks.send(
-        rt.http,
-        url=message.target_url or "",
+    await merchant_callbacks.deliver_message(
+        rt,
+        message,
+        worker=worker,
+        clock=clock,
         method=payment.request_method,
         params=params,
         secret=secret,
-        allow_private=rt.settings.callback_allow_private,
     )
-    async with rt.db.transaction() as session:
-        state = await outbox.record_attempt(
-            session,
-            message,
-            worker=worker,
-            started_at=started,
-            duration_ms=outcome.duration_ms,
-            succeeded=answer.delivered,
-            status_code=outcome.status_code,
-            request_body=sent,
-            response_body=outcome.body,
-            error=answer.error,
-            retry_schedule=rt.settings.callback_retry_schedule,
-            now=clock(),
-        )
-    OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()

@@ -16,7 +16,6 @@ from greengate.api.exchange.wire import wire_time
 from greengate.domain.money import format_minor
 from greengate.domain.params import Params
 from greengate.domain.payouts import PAYMENT_STATUS, RESULT_STATUS, PayoutStatus
-from greengate.metrics import OUTBOX_RESULTS
 from greengate.services import outbox, payouts
 from greengate.services.merchants import payout_secret
 from greengate.store.models import Merchant, Payout
@@ -62,31 +61,15 @@ async def deliver_result(worker: Worker, message: outbox.ClaimedMessage) -> None
         merchant = await session.get(Merchant, message.merchant_id)
         assert payout is not None and merchant is not None
         secret = payout_secret(rt.keyring, merchant)
-    started = worker.clock()
-    sent, outcome, answer = await merchant_callbacks.send(
-        rt.http,
-        url=message.target_url or "",
+    await merchant_callbacks.deliver_message(
+        rt,
+        message,
+        worker=worker.name,
+        clock=worker.clock,
         method=payout.request_method,
         params=callback_params(payout),
         secret=secret,
-        allow_private=rt.settings.callback_allow_private,
     )
-    async with rt.db.transaction() as session:
-        state = await outbox.record_attempt(
-            session,
-            message,
-            worker=worker.name,
-            started_at=started,
-            duration_ms=outcome.duration_ms,
-            succeeded=answer.delivered,
-            status_code=outcome.status_code,
-            request_body=sent,
-            response_body=outcome.body,
-            error=answer.error,
-            retry_schedule=rt.settings.callback_retry_schedule,
-            now=worker.clock(),
-        )
-    OUTBOX_RESULTS.labels(kind=message.kind, outcome=state).inc()
 
 
 async def expire(worker: Worker, message: outbox.ClaimedMessage) -> None:

@@ -9,7 +9,6 @@ never logged, stored in clear or written back into a page.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,14 +44,15 @@ from greengate.web.checkout.i18n import (
 from greengate.web.checkout.routes import (
     FieldError,
     FormState,
+    form_text,
     format_amount,
     format_remaining,
+    language_param,
+    not_found,
+    redirect,
+    render,
     split_expiry,
-    templates,
 )
-from greengate.web.checkout.routes import _form_text as form_text
-from greengate.web.checkout.routes import _headers as page_headers
-from greengate.web.checkout.routes import _redirect as redirect
 
 log = structlog.get_logger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -67,24 +67,8 @@ class CardView:
     secret: str  # signs the way back to the shop
 
 
-def _lang_param(request: Request) -> str | None:
-    lang = (request.query_params.get("lang") or "").strip().lower()
-    return lang if lang in LANGUAGES else None
-
-
 def _url(token: str, suffix: str = "", lang: str | None = None) -> str:
     return f"/cards/{quote(token, safe='')}{suffix}" + (f"?{urlencode({'lang': lang})}" if lang else "")
-
-
-def _render(template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
-    nonce = secrets.token_urlsafe(16)
-    html = templates.get_template(f"checkout/{template}").render(context, nonce=nonce)
-    return HTMLResponse(html, status_code=status_code, headers=page_headers(nonce))
-
-
-def _not_found(request: Request) -> Response:
-    lang = pick_language(_lang_param(request), None)
-    return _render("not_found.html", {"t": translator(lang), "lang": lang}, status_code=404)
 
 
 async def _load(rt: Runtime, token: str) -> CardView | None:
@@ -131,9 +115,9 @@ async def render_card_page(
     rt: Runtime = request.app.state.runtime
     view = await _load(rt, token)
     if view is None:
-        return _not_found(request)
+        return not_found(request)
     card, payment = view.card, view.payment
-    explicit = _lang_param(request)
+    explicit = language_param(request)
     lang = pick_language(explicit, card.language)
     t = translator(lang)
     now = utcnow()
@@ -165,7 +149,7 @@ async def render_card_page(
     }
     if stage == "pending":
         context["action"] = _url(token, "/card", lang=explicit)
-        return _render("card_add.html", context, status_code=status_code)
+        return render("card_add.html", context, status_code=status_code)
     if stage == "3ds":
         assert payment is not None
         async with rt.db.transaction() as session:
@@ -175,12 +159,12 @@ async def render_card_page(
             action=_url(token, "/3ds", lang=explicit),
             test_password=THREE_DS_PASSWORD if card.testing else None,
         )
-        return _render("3ds.html", context, status_code=status_code)
+        return render("3ds.html", context, status_code=status_code)
     context.update(
         back_url=way_back(card, view.secret),
         failure_reason=failure_text(card.failure_code, card.failure_description, lang),
     )
-    return _render("card_result.html", context, status_code=status_code)
+    return render("card_result.html", context, status_code=status_code)
 
 
 @router.get("/cards/{token}", response_class=HTMLResponse)
@@ -198,7 +182,7 @@ async def _run(request: Request, token: str, form: FormState, step: Step) -> Res
         async with rt.db.transaction() as session:
             card = await saved_cards.find_by_access_token(session, token, lock=True)
             if card is None:
-                return _not_found(request)
+                return not_found(request)
             await step(session, rt, card, now)
     except InvalidRequest as exc:
         name = exc.field if exc.field in form.values else "number" if form.step == "card" else "password"
@@ -206,7 +190,7 @@ async def _run(request: Request, token: str, form: FormState, step: Step) -> Res
         return await render_card_page(request, token, form=form, status_code=400)
     except BusinessRuleViolation as exc:
         log.info("card_page_step_refused", step=form.step, code=exc.code)
-    return redirect(_url(token, lang=_lang_param(request)))
+    return redirect(_url(token, lang=language_param(request)))
 
 
 @router.post("/cards/{token}/card", response_class=HTMLResponse)

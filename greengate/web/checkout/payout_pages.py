@@ -10,7 +10,6 @@ The card number is never logged, stored in clear, or written back into a page.
 from __future__ import annotations
 
 import re
-import secrets
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -31,12 +30,12 @@ from greengate.store.models import Merchant, Payout
 from greengate.web.checkout.i18n import LANGUAGE_NAMES, LANGUAGES, failure_text, pick_language, translator
 from greengate.web.checkout.routes import (
     PROCESSING_REFRESH_SECONDS,
-    _headers,
-    _language_param,
-    _redirect,
     format_amount,
     format_remaining,
-    templates,
+    language_param,
+    not_found,
+    redirect,
+    render,
 )
 
 log = structlog.get_logger(__name__)
@@ -54,17 +53,6 @@ def _runtime(request: Request) -> Runtime:
 def _page_url(token: str, suffix: str = "", **query: str | None) -> str:
     params = {name: value for name, value in query.items() if value}
     return f"/payout/{quote(token, safe='')}{suffix}" + (f"?{urlencode(params)}" if params else "")
-
-
-def _render(template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
-    nonce = secrets.token_urlsafe(16)
-    html = templates.get_template(f"checkout/{template}").render(context, nonce=nonce)
-    return HTMLResponse(html, status_code=status_code, headers=_headers(nonce))
-
-
-def _not_found(request: Request) -> Response:
-    lang = pick_language(_language_param(request), None)
-    return _render("payout_not_found.html", {"t": translator(lang), "lang": lang}, status_code=404)
 
 
 async def _load(rt: Runtime, token: str) -> tuple[Payout, Merchant] | None:
@@ -99,9 +87,9 @@ async def render_page(
 ) -> Response:
     loaded = await _load(_runtime(request), token)
     if loaded is None:
-        return _not_found(request)
+        return not_found(request, "payout_not_found.html")
     payout, merchant = loaded
-    explicit_lang = _language_param(request)
+    explicit_lang = language_param(request)
     lang = pick_language(explicit_lang, payout.language)
     t = translator(lang)
     status = S(payout.status)
@@ -131,13 +119,13 @@ async def render_page(
             expires_text=payout.expires_at.strftime("%Y-%m-%d %H:%M"),
             test_cards=PAYOUT_CARDS if payout.testing else (),
         )
-        return _render("payout_card.html", context, status_code=status_code if error else 200)
+        return render("payout_card.html", context, status_code=status_code if error else 200)
     context.update(
         refresh_seconds=PROCESSING_REFRESH_SECONDS,
         card_masked=payout.card_masked or "",
         failure_reason=failure_text(payout.failure_code, payout.failure_description, lang),
     )
-    return _render("payout_status.html", context)
+    return render("payout_status.html", context)
 
 
 @router.get("/payout/{token}", response_class=HTMLResponse)
@@ -159,7 +147,7 @@ async def submit_card(request: Request, token: str) -> Response:
         async with rt.db.transaction() as session:
             payout = await payouts.find_by_token(session, token)
             if payout is None:
-                return _not_found(request)
+                return not_found(request, "payout_not_found.html")
             payout_id = payout.id
             await payouts.submit_card(
                 session, rt, payout.id, Secret(digits), mask_number(digits), card_brand(digits), now
@@ -171,4 +159,4 @@ async def submit_card(request: Request, token: str) -> Response:
     except BusinessRuleViolation as exc:
         # A repeated or stale submit (another tab, the back button): the page shows the current state.
         log.info("payout_card_refused", payout_id=payout_id, code=exc.code)
-    return _redirect(_page_url(token, lang=_language_param(request)))
+    return redirect(_page_url(token, lang=language_param(request)))

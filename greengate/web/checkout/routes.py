@@ -107,7 +107,7 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-def _language_param(request: Request) -> str | None:
+def language_param(request: Request) -> str | None:
     lang = (request.query_params.get("lang") or "").strip().lower()
     return lang if lang in LANGUAGES else None
 
@@ -117,7 +117,7 @@ def _page_url(token: str, suffix: str = "", **query: str | None) -> str:
     return f"/pay/{quote(token, safe='')}{suffix}" + (f"?{urlencode(params)}" if params else "")
 
 
-def _headers(nonce: str) -> dict[str, str]:
+def page_headers(nonce: str) -> dict[str, str]:
     return {
         "Cache-Control": "no-store",
         "Pragma": "no-cache",
@@ -131,11 +131,11 @@ def _headers(nonce: str) -> dict[str, str]:
     }
 
 
-def _redirect(url: str) -> Response:
+def redirect(url: str) -> Response:
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _form_text(form: Any, name: str) -> str:
+def form_text(form: Any, name: str) -> str:
     value = form.get(name)
     return value[:_MAX_FIELD_LENGTH] if isinstance(value, str) else ""
 
@@ -224,15 +224,15 @@ async def _load_view(rt: Runtime, token: str) -> View | None:
     raise RuntimeError("payment lifetime could not be enforced")  # pragma: no cover
 
 
-def _render(template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+def render(template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
     nonce = secrets.token_urlsafe(16)
     html = templates.get_template(f"checkout/{template}").render(context, nonce=nonce)
-    return HTMLResponse(html, status_code=status_code, headers=_headers(nonce))
+    return HTMLResponse(html, status_code=status_code, headers=page_headers(nonce))
 
 
-def _not_found(request: Request) -> Response:
-    lang = pick_language(_language_param(request), None)
-    return _render("not_found.html", {"t": translator(lang), "lang": lang}, status_code=404)
+def not_found(request: Request, template: str = "not_found.html") -> Response:
+    lang = pick_language(language_param(request), None)
+    return render(template, {"t": translator(lang), "lang": lang}, status_code=404)
 
 
 def _language_links(token: str, lang: str, method: str | None) -> list[dict[str, Any]]:
@@ -248,10 +248,10 @@ async def render_page(
 ) -> Response:
     view = await _load_view(_runtime(request), token)
     if view is None:
-        return _not_found(request)
+        return not_found(request)
     payment, merchant, attempt = view.payment, view.merchant, view.attempt
     now = utcnow()
-    explicit_lang = _language_param(request)
+    explicit_lang = language_param(request)
     lang = pick_language(explicit_lang, payment.language)
     t = translator(lang)
     status = S(payment.status)
@@ -292,14 +292,14 @@ async def render_page(
             phone_action=_page_url(token, "/phone", lang=explicit_lang),
             phone_value=(form.values.get("phone") if form else None) or _phone_prefill(payment),
         )
-        return _render("pay.html", context, status_code=status_code)
+        return render("pay.html", context, status_code=status_code)
     if status is S.THREE_DS:
         context.update(
             card_masked=(attempt.card_masked if attempt else "") or "",
             action=_page_url(token, "/3ds", lang=explicit_lang),
             test_password=THREE_DS_PASSWORD if payment.testing else None,
         )
-        return _render("3ds.html", context, status_code=status_code)
+        return render("3ds.html", context, status_code=status_code)
     if status is S.OTP:
         digits = (attempt.phone if attempt else "") or ""
         tries = attempt.otp_attempts if attempt else 0
@@ -311,10 +311,10 @@ async def render_page(
             tries_left=max(OTP_MAX_ATTEMPTS - tries, 0),
             test_code=test_phone.otp if test_phone else None,
         )
-        return _render("otp.html", context, status_code=status_code)
+        return render("otp.html", context, status_code=status_code)
     if status in (S.CHECK, S.PENDING):
         context["refresh_seconds"] = PROCESSING_REFRESH_SECONDS
-        return _render("processing.html", context, status_code=status_code)
+        return render("processing.html", context, status_code=status_code)
     action: ReturnAction | None = (
         return_action(payment, view.secret, new_salt()) if view.secret is not None else None
     )
@@ -324,7 +324,7 @@ async def render_page(
         failure_reason=failure_text(payment.failure_code, payment.failure_description, lang),
         card_masked=(attempt.card_masked if attempt else "") or "",
     )
-    return _render("result.html", context, status_code=status_code)
+    return render("result.html", context, status_code=status_code)
 
 
 def _phone_prefill(payment: Payment) -> str:
@@ -348,12 +348,12 @@ async def _run_step(request: Request, token: str, form: FormState, step: Step) -
     rt = _runtime(request)
     now = utcnow()
     payment_id: int | None = None
-    after = _page_url(token, lang=_language_param(request))
+    after = _page_url(token, lang=language_param(request))
     try:
         async with rt.db.transaction() as session:
             payment = await _find(session, token)
             if payment is None:
-                return _not_found(request)
+                return not_found(request)
             payment_id = payment.id
             await step(session, rt, payment.id, now)
     except TransactionExpired:
@@ -366,7 +366,7 @@ async def _run_step(request: Request, token: str, form: FormState, step: Step) -
     except BusinessRuleViolation as exc:
         # A repeated or stale submit (another tab, the back button): the page shows the current state.
         log.info("checkout_step_refused", payment_id=payment_id, step=form.step, code=exc.code)
-    return _redirect(after)
+    return redirect(after)
 
 
 async def _form_error(request: Request, token: str, form: FormState) -> Response:
@@ -376,10 +376,10 @@ async def _form_error(request: Request, token: str, form: FormState) -> Response
 @router.post("/pay/{token}/card", response_class=HTMLResponse)
 async def submit_card(request: Request, token: str) -> Response:
     form = await request.form()
-    number, cvc = _form_text(form, "number"), _form_text(form, "cvc")
-    exp, holder = _form_text(form, "exp"), _form_text(form, "holder")
+    number, cvc = form_text(form, "number"), form_text(form, "cvc")
+    exp, holder = form_text(form, "exp"), form_text(form, "holder")
     if not exp and (form.get("exp_month") or form.get("exp_year")):
-        exp = f"{_form_text(form, 'exp_month')}/{_form_text(form, 'exp_year')}"
+        exp = f"{form_text(form, 'exp_month')}/{form_text(form, 'exp_year')}"
     state = FormState("card", {"exp": exp, "holder": holder})
     try:
         month, year = split_expiry(exp)
@@ -399,7 +399,7 @@ async def submit_card(request: Request, token: str) -> Response:
 @router.post("/pay/{token}/phone", response_class=HTMLResponse)
 async def submit_phone(request: Request, token: str) -> Response:
     form = await request.form()
-    phone = _form_text(form, "phone").strip()
+    phone = form_text(form, "phone").strip()
     state = FormState("phone", {"phone": phone})
     if not phone or len(phone) > 32:
         state.errors["phone"] = FieldError("err_phone")
@@ -414,7 +414,7 @@ async def submit_phone(request: Request, token: str) -> Response:
 @router.post("/pay/{token}/3ds", response_class=HTMLResponse)
 async def submit_3ds(request: Request, token: str) -> Response:
     form = await request.form()
-    password = _form_text(form, "password")
+    password = form_text(form, "password")
     state = FormState("3ds")
     if not password:
         state.errors["password"] = FieldError("err_password_empty")
@@ -429,7 +429,7 @@ async def submit_3ds(request: Request, token: str) -> Response:
 @router.post("/pay/{token}/otp", response_class=HTMLResponse)
 async def submit_otp(request: Request, token: str) -> Response:
     form = await request.form()
-    code = "".join(_form_text(form, "code").split())
+    code = "".join(form_text(form, "code").split())
     state = FormState("otp")
     if not _OTP.fullmatch(code):
         state.errors["code"] = FieldError("err_code_format")
@@ -446,11 +446,11 @@ async def return_to_shop(request: Request, token: str) -> Response:
     """The signed GET way back to the shop, with a fresh salt for each click."""
     view = await _load_view(_runtime(request), token)
     if view is None:
-        return _not_found(request)
-    page = _page_url(token, lang=_language_param(request))
+        return not_found(request)
+    page = _page_url(token, lang=language_param(request))
     if view.secret is None or outcome(view.payment) is None:
-        return _redirect(page)
+        return redirect(page)
     action = return_action(view.payment, view.secret, new_salt())
     if action is None or action.method != "GET":
-        return _redirect(page)
-    return _redirect(action.url)
+        return redirect(page)
+    return redirect(action.url)
