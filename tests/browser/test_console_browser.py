@@ -85,7 +85,14 @@ def sign_in(page: Any, gateway: Gateway, email: str, password: str = PASSWORD) -
     page.goto(f"{gateway.url}/admin/")
     page.fill("#email", email)
     page.fill("#password", password)
-    page.click("button[type=submit]")
+    click(page, "button[type=submit]")
+
+
+def click(page: Any, selector: str) -> None:
+    """Click, then wait until htmx has sent the request and swapped the answer in (the console's links
+    and forms are boosted: no page load for Playwright to wait on)."""
+    page.click(selector)
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
 
 def shot(page: Any, screenshots: Path, name: str) -> None:
@@ -126,10 +133,10 @@ def test_sign_in_lands_on_the_page_asked_for_and_sign_out(page: Any, gateway: Ga
     page.goto(f"{gateway.url}/admin/ledger")
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
+    click(page, "button[type=submit]")
     assert page.url.endswith("/admin/ledger")
 
-    page.click("[data-logout]")
+    click(page, "[data-logout]")
 
     assert "/admin/login" in page.url
     page.goto(f"{gateway.url}/admin/ledger")
@@ -143,7 +150,7 @@ def test_a_form_with_a_tampered_csrf_token_is_refused(page: Any, gateway: Gatewa
     page.eval_on_selector("input[name=csrf_token] >> nth=1", "el => el.value = 'forged'")
 
     with page.expect_navigation():
-        page.click("[data-merchant-form] button[type=submit]")
+        click(page, "[data-merchant-form] button[type=submit]")
 
     assert page.locator("[data-forbidden]").is_visible()
     assert "security token" in page.inner_text("[data-forbidden]")
@@ -178,9 +185,9 @@ def test_each_roles_limits(context_factory: Callable[..., Any], gateway: Gateway
 def test_creating_a_merchant_shows_its_secret_once(page: Any, gateway: Gateway, screenshots: Path) -> None:
     sign_in(page, gateway, add_admin(gateway, "admin"))
     page.goto(f"{gateway.url}/admin/merchants")
-    page.click("[data-new-merchant]")
+    click(page, "[data-new-merchant]")
     page.fill("#name", "Green Mugs Shop")
-    page.click("[data-merchant-form] button[type=submit]")
+    click(page, "[data-merchant-form] button[type=submit]")
 
     secret = page.inner_text("[data-secret=secret_key]")
     api_secret = page.inner_text("[data-secret=api_secret]")
@@ -188,7 +195,7 @@ def test_creating_a_merchant_shows_its_secret_once(page: Any, gateway: Gateway, 
     assert page.locator("[data-shown-once]").is_visible()
     shot(page, screenshots, "merchant-secrets")
 
-    page.click("[data-continue]")
+    click(page, "[data-continue]")
     assert secret not in page.content() and api_secret not in page.content()
     shot(page, screenshots, "merchant")
     page.goto(f"{gateway.url}/admin/merchants")
@@ -241,10 +248,10 @@ def test_test_button_drives_a_payment_to_ok_and_the_callback_is_delivered(
         page = context_factory()
         sign_in(page, gateway, add_admin(gateway, "operator"))
         page.goto(f"{gateway.url}/admin/payments")
-        page.click(f"[data-payment='{payment_id}'] a >> nth=0")
+        click(page, f"[data-payment='{payment_id}'] a >> nth=0")
         assert page.inner_text("[data-payment-status]") == "new"
 
-        page.click("[data-action=test-approve]")
+        click(page, "[data-action=test-approve]")
 
         assert "approve → ok" in page.inner_text("[data-flash]")
         wait_until(lambda: len(server.received("/shop/result.php")) == 1)
@@ -277,7 +284,7 @@ def test_redelivering_a_failed_callback(page: Any, gateway: Gateway, screenshots
         payment_id = _init_payment(gateway, shop, server, "FLAKY-1")
         sign_in(page, gateway, add_admin(gateway, "operator"))
         page.goto(f"{gateway.url}/admin/payments/{payment_id}")
-        page.click("[data-action=test-approve]")
+        click(page, "[data-action=test-approve]")
         # The test retry schedule is 1, 2 and 5 s: four failed attempts, then the callback is dead.
         wait_until(lambda: _callback_status(gateway, payment_id) == "dead", timeout=40)
         server.answer("/shop/result.php", "ok")
@@ -286,14 +293,14 @@ def test_redelivering_a_failed_callback(page: Any, gateway: Gateway, screenshots
         row.locator("input[type=checkbox]").check()
         shot(page, screenshots, "callbacks-dead")
 
-        page.click("[data-action=redeliver-selected]")
+        click(page, "[data-action=redeliver-selected]")
 
         assert "1 callback(s) queued" in page.inner_text("[data-flash]")
         wait_until(lambda: _callback_status(gateway, payment_id) == "done")
         assert len(server.received("/shop/result.php")) == 5
         page.goto(f"{gateway.url}/admin/callbacks")
         shot(page, screenshots, "callbacks")
-        page.click("[data-callback-status=done] a >> nth=0")
+        click(page, "[data-callback-status=done] a >> nth=0")
         assert page.locator("[data-attempt]").count() == 5
         shot(page, screenshots, "callback")
     finally:
@@ -324,14 +331,14 @@ def test_confirming_and_completing_an_exchange_order(page: Any, gateway: Gateway
     order_id = _order(gateway)
     sign_in(page, gateway, add_admin(gateway, "operator"))
     page.goto(f"{gateway.url}/admin/orders?status=awaiting")
-    page.click(f"[data-order='{order_id}'] a >> nth=0")
+    click(page, f"[data-order='{order_id}'] a >> nth=0")
     assert page.inner_text("[data-order-status]") == "awaiting"
     shot(page, screenshots, "order-awaiting")
 
-    page.click("[data-action=confirm-paid]")
+    click(page, "[data-action=confirm-paid]")
     assert page.inner_text("[data-order-status]") == "payed"
     page.fill("#c-txid", TXID)
-    page.click("[data-action=complete]")
+    click(page, "[data-action=complete]")
 
     assert page.inner_text("[data-order-status]") == "completed"
     assert page.inner_text("[data-txid]") == TXID
@@ -358,3 +365,21 @@ def test_ledger_and_dashboard_pages(page: Any, gateway: Gateway, screenshots: Pa
     shot(page, screenshots, "dashboard")
     page.goto(f"{gateway.url}/admin/audit")
     shot(page, screenshots, "audit")
+
+
+def test_links_and_forms_swap_the_page_in_place_within_the_csp(page: Any, gateway: Gateway) -> None:
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    sign_in(page, gateway, add_admin(gateway, "viewer"))
+    page.wait_for_function("() => window.htmx !== undefined")
+    page.evaluate("() => { window.sameDocument = true }")
+
+    click(page, "[data-nav=ledger]")
+    assert page.url.endswith("/admin/ledger")
+    assert page.locator("[data-ledger-check=ok]").is_visible()
+    click(page, "[data-nav=payments]")
+    click(page, ".filters button[type=submit]")
+
+    assert "/admin/payments" in page.url
+    assert page.evaluate("() => window.sameDocument") is True  # no page load in between
+    assert errors == []  # nothing refused by the Content-Security-Policy

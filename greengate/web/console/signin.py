@@ -19,7 +19,7 @@ from greengate.web.console.auth import (
     load_console,
     runtime,
 )
-from greengate.web.console.rendering import redirect, render, stylesheet, when
+from greengate.web.console.rendering import redirect, render, static_file, when
 
 router = APIRouter(route_class=ConsoleRoute)
 LOGIN_PATH = "/admin/login"
@@ -59,7 +59,12 @@ def _login_page(
 
 @router.get("/admin/static/console.css", include_in_schema=False)
 async def console_css() -> Response:
-    return stylesheet()
+    return static_file("console.css")
+
+
+@router.get("/admin/static/htmx.min.js", include_in_schema=False)
+async def console_htmx() -> Response:
+    return static_file("htmx.min.js")
 
 
 @router.get(LOGIN_PATH)
