@@ -91,6 +91,7 @@ def serve(
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
         typer.echo(f"Exchange API: http://{host}:{port}/api/v2/directions  (header Api-Secret)")
         typer.echo(f"API docs:     http://{host}:{port}/docs")
+        typer.echo(f"Console:      http://{host}:{port}/admin/  (the admin above)")
     worker_proc: subprocess.Popen[bytes] | None = None
     if workers > 1:
         # Metrics from every server process are merged through files in a shared directory.
