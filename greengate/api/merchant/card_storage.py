@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from html import escape
 
@@ -14,14 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
 from greengate.api.merchant.payment_params import (
-    _choice,
-    _flag,
-    _text,
     parse_currency,
     parse_init,
     parse_url,
+    read_choice,
+    read_flag,
+    read_text,
 )
-from greengate.api.merchant.protocol import Handler, KeyKind, MerchantCall, handle, process
+from greengate.api.merchant.protocol import (
+    Handler,
+    KeyKind,
+    MerchantCall,
+    handle,
+    process,
+    request_fingerprint,
+)
 from greengate.api.merchant.status import status3_fields
 from greengate.domain.errors import InvalidRequest
 from greengate.domain.params import Params, first
@@ -43,7 +49,7 @@ def card_page_url(rt: Runtime, card: SavedCard) -> str:
 
 
 def _user_id(params: Params) -> str:
-    value = _text(params, "pg_user_id", max_length=100, required=True)
+    value = read_text(params, "pg_user_id", max_length=100, required=True)
     assert value is not None
     return value
 
@@ -55,7 +61,7 @@ def _same_merchant(call: MerchantCall) -> None:
 
 
 def _link(params: Params, name: str) -> str:
-    value = _text(params, name, max_length=2000, required=True)
+    value = read_text(params, name, max_length=2000, required=True)
     assert value is not None
     return parse_url(value, name)
 
@@ -84,16 +90,16 @@ def _add(purpose: str) -> Handler:
     async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
         _same_merchant(call)
         params = call.params
-        language = _choice(params, "pg_language", LANGUAGES, "ru") or "ru"
+        language = read_choice(params, "pg_language", LANGUAGES, "ru") or "ru"
         req = saved_cards.AddCardRequest(
             user_id=_user_id(params),
             post_link=_link(params, "pg_post_link"),
             back_link=_link(params, "pg_back_link"),
-            order_id=_text(params, "pg_order_id", max_length=50),
+            order_id=read_text(params, "pg_order_id", max_length=50),
             currency=parse_currency(params),
             language=language,
-            testing=bool(_flag(params, "pg_testing_mode")),
-            request_method=_choice(params, "pg_request_method", REQUEST_METHODS, None),
+            testing=bool(read_flag(params, "pg_testing_mode")),
+            request_method=read_choice(params, "pg_request_method", REQUEST_METHODS, None),
         )
         card = await saved_cards.start_add(session, rt, call.merchant, req, call.now, purpose=purpose)
         fields: Params = []
@@ -157,11 +163,6 @@ _route("cardstoragepayout/remove", _remove("payout"), "payout")
 # --- paying with a saved card ----------------------------------------------------------------------
 
 
-def _fingerprint(params: Params) -> str:
-    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
-    return idempotency.request_fingerprint("POST", "card_init", json.dumps(content).encode())
-
-
 async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
     _same_merchant(call)
     req = parse_init(call.params)
@@ -175,7 +176,7 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
         token=first(call.params, "pg_card_token"),
         purposes=("payment",),
     )
-    key, fingerprint = req.idempotency_key, _fingerprint(call.params)
+    key, fingerprint = req.idempotency_key, request_fingerprint("card_init", call.params)
     stored = None
     if key is not None:
         stored = await idempotency.lookup(session, call.merchant.id, "card_init", key, fingerprint)

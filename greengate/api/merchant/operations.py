@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
-from greengate.api.merchant.payment_params import KNOWN, parse_url
-from greengate.api.merchant.protocol import Handler, MerchantCall, handle
+from greengate.api.merchant.payment_params import KNOWN, parse_url, read_text
+from greengate.api.merchant.protocol import Handler, MerchantCall, handle, request_fingerprint
 from greengate.api.merchant.status import money
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest
 from greengate.domain.money import parse_amount
@@ -33,19 +33,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # --- parameters ------------------------------------------------------------------------------
 
 
-def _text(params: Params, name: str, *, max_length: int, required: bool = False) -> str | None:
-    value = first(params, name)
-    if value is None or value == "":
-        if required:
-            raise InvalidRequest(f"{name} is required", field=name)
-        return None
-    if len(value) > max_length:
-        raise InvalidRequest(f"{name} is longer than {max_length} characters", field=name)
-    return value
-
-
 def _id(params: Params, name: str) -> int:
-    value = _text(params, name, max_length=18, required=True)
+    value = read_text(params, name, max_length=18, required=True)
     assert value is not None
     if not value.isascii() or not value.isdigit():
         raise InvalidRequest(f"{name} must be a number", field=name)
@@ -53,7 +42,7 @@ def _id(params: Params, name: str) -> int:
 
 
 def _amount(params: Params, name: str, currency: str) -> int | None:
-    raw = _text(params, name, max_length=20)
+    raw = read_text(params, name, max_length=20)
     if raw is None:
         return None
     amount = parse_amount(raw, currency, field=name)
@@ -63,12 +52,6 @@ def _amount(params: Params, name: str, currency: str) -> int | None:
 
 
 # --- idempotency -----------------------------------------------------------------------------
-
-
-def _fingerprint(script: str, params: Params) -> str:
-    """The request minus its salt and signature: a retry signed anew is the same request."""
-    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
-    return idempotency.request_fingerprint("POST", script, json.dumps(content).encode())
 
 
 def _as_params(body: str) -> Params:
@@ -82,7 +65,7 @@ async def _once(
     act: Callable[[], Awaitable[Params]],
 ) -> Params:
     """Run `act` once per idempotency key: a repeat gets the stored answer. `keys`: (scope, key)."""
-    fingerprint = _fingerprint(call.script, call.params)
+    fingerprint = request_fingerprint(call.script, call.params)
     for scope, key in keys:
         try:
             stored = await idempotency.lookup(session, call.merchant.id, scope, key, fingerprint)
@@ -192,15 +175,15 @@ def _recurring(header: str | None) -> Handler:
     async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
         params = call.params
         profile_id = _id(params, "pg_recurring_profile")
-        description = _text(params, "pg_description", max_length=1024, required=True)
+        description = read_text(params, "pg_description", max_length=1024, required=True)
         assert description is not None
-        order_id = _text(params, "pg_order_id", max_length=50)
+        order_id = read_text(params, "pg_order_id", max_length=50)
         urls: dict[str, str] = {}
         for name in ("pg_result_url", "pg_refund_url"):
-            value = _text(params, name, max_length=2000)
+            value = read_text(params, name, max_length=2000)
             if value is not None:
                 urls[name.removeprefix("pg_").removesuffix("_url")] = parse_url(value, name)
-        method = _text(params, "pg_request_method", max_length=8)
+        method = read_text(params, "pg_request_method", max_length=8)
         if method is not None and method.upper() not in REQUEST_METHODS:
             raise InvalidRequest(
                 f"pg_request_method must be one of {', '.join(REQUEST_METHODS)}", field="pg_request_method"

@@ -71,7 +71,11 @@ KNOWN = frozenset(
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 
 
-def _text(params: Params, name: str, *, max_length: int, required: bool = False) -> str | None:
+def read_text(
+    params: Params, name: str, *, max_length: int, required: bool = False, printable: bool = False
+) -> str | None:
+    """A text parameter: absent or empty is None (or refused when required), longer ones refused;
+    `printable` also refuses control characters."""
     value = first(params, name)
     if value is None or value == "":
         if required:
@@ -79,10 +83,12 @@ def _text(params: Params, name: str, *, max_length: int, required: bool = False)
         return None
     if len(value) > max_length:
         raise InvalidRequest(f"{name} is longer than {max_length} characters", field=name)
+    if printable and not value.isprintable():
+        raise InvalidRequest(f"{name} has control characters", field=name)
     return value
 
 
-def _flag(params: Params, name: str) -> bool | None:
+def read_flag(params: Params, name: str) -> bool | None:
     value = first(params, name)
     if value is None or value == "":
         return None
@@ -91,7 +97,7 @@ def _flag(params: Params, name: str) -> bool | None:
     return value == "1"
 
 
-def _choice(params: Params, name: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+def read_choice(params: Params, name: str, allowed: tuple[str, ...], default: str | None) -> str | None:
     value = first(params, name)
     if value is None or value == "":
         return default
@@ -121,7 +127,7 @@ def parse_url(value: str, name: str) -> str:
 
 
 def parse_money(params: Params, name: str, currency: str) -> int:
-    raw = _text(params, name, max_length=20, required=True)
+    raw = read_text(params, name, max_length=20, required=True)
     amount = parse_amount(raw, currency, field=name)
     if amount <= 0:
         raise InvalidRequest(f"{name} must be greater than 0", field=name)
@@ -129,7 +135,7 @@ def parse_money(params: Params, name: str, currency: str) -> int:
 
 
 def parse_currency(params: Params) -> str:
-    raw = (_text(params, "pg_currency", max_length=3) or "KZT").upper()
+    raw = (read_text(params, "pg_currency", max_length=3) or "KZT").upper()
     currency = CURRENCY_ALIASES.get(raw, raw)
     if currency not in CURRENCIES:
         raise InvalidRequest(
@@ -141,58 +147,58 @@ def parse_currency(params: Params) -> str:
 def parse_init(params: Params) -> NewPayment:
     currency = parse_currency(params)
     amount = parse_money(params, "pg_amount", currency)
-    description = _text(params, "pg_description", max_length=1024, required=True)
+    description = read_text(params, "pg_description", max_length=1024, required=True)
     assert description is not None
     urls = {}
     for name in URL_PARAMS:
-        value = _text(params, name, max_length=2000)
+        value = read_text(params, name, max_length=2000)
         if value is not None:
             urls[name.removeprefix("pg_").removesuffix("_url")] = parse_url(value, name)
-    phone = _text(params, "pg_user_phone", max_length=20)
+    phone = read_text(params, "pg_user_phone", max_length=20)
     if phone is not None:
         phone = phone.lstrip("+")
         if not phone.isascii() or not phone.isdigit() or not 10 <= len(phone) <= 15:
             raise InvalidRequest(
                 "pg_user_phone must be digits with the country code first", field="pg_user_phone"
             )
-    email = _text(params, "pg_user_contact_email", max_length=200) or _text(
+    email = read_text(params, "pg_user_contact_email", max_length=200) or read_text(
         params, "pg_user_email", max_length=200
     )
     if email is not None and not _EMAIL.match(email):
         raise InvalidRequest("pg_user_contact_email is not an e-mail address", field="pg_user_contact_email")
-    ip = _text(params, "pg_user_ip", max_length=45)
+    ip = read_text(params, "pg_user_ip", max_length=45)
     if ip is not None:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
             raise InvalidRequest("pg_user_ip is not an IP address", field="pg_user_ip") from None
-    postpone = _flag(params, "pg_postpone_payment") or _flag(params, "pg_postpone")
-    auto_clearing = _flag(params, "pg_auto_clearing")
+    postpone = read_flag(params, "pg_postpone_payment") or read_flag(params, "pg_postpone")
+    auto_clearing = read_flag(params, "pg_auto_clearing")
     recurring_lifetime = _int(params, "pg_recurring_lifetime", 1, 156)
-    language = _choice(params, "pg_language", LANGUAGES, "ru")
+    language = read_choice(params, "pg_language", LANGUAGES, "ru")
     assert language is not None
     return NewPayment(
         amount=amount,
         currency=currency,
         description=description,
-        order_id=_text(params, "pg_order_id", max_length=50),
+        order_id=read_text(params, "pg_order_id", max_length=50),
         lifetime=_int(params, "pg_lifetime", MIN_LIFETIME, MAX_LIFETIME) or DEFAULT_LIFETIME,
         urls=urls,
-        request_method=_choice(params, "pg_request_method", REQUEST_METHODS, None),
-        success_url_method=_choice(params, "pg_success_url_method", REDIRECT_METHODS, "GET") or "GET",
-        failure_url_method=_choice(params, "pg_failure_url_method", REDIRECT_METHODS, "GET") or "GET",
-        state_url_method=_choice(params, "pg_state_url_method", REDIRECT_METHODS, "GET") or "GET",
-        payment_system=_text(params, "pg_payment_system", max_length=60),
+        request_method=read_choice(params, "pg_request_method", REQUEST_METHODS, None),
+        success_url_method=read_choice(params, "pg_success_url_method", REDIRECT_METHODS, "GET") or "GET",
+        failure_url_method=read_choice(params, "pg_failure_url_method", REDIRECT_METHODS, "GET") or "GET",
+        state_url_method=read_choice(params, "pg_state_url_method", REDIRECT_METHODS, "GET") or "GET",
+        payment_system=read_text(params, "pg_payment_system", max_length=60),
         user_phone=phone,
         user_email=email,
         user_ip=ip,
-        user_id=_text(params, "pg_user_id", max_length=100),
+        user_id=read_text(params, "pg_user_id", max_length=100),
         language=language,
-        testing=bool(_flag(params, "pg_testing_mode")),
+        testing=bool(read_flag(params, "pg_testing_mode")),
         two_step=bool(postpone) or auto_clearing is False,
-        recurring_start=bool(_flag(params, "pg_recurring_start")),
+        recurring_start=bool(read_flag(params, "pg_recurring_start")),
         recurring_lifetime=recurring_lifetime,
-        idempotency_key=_text(params, "pg_idempotency_key", max_length=200),
+        idempotency_key=read_text(params, "pg_idempotency_key", max_length=200),
         receipt=_receipt(params),
         extras=[(name, value) for name, value in params if name not in KNOWN and isinstance(value, str)],
     )

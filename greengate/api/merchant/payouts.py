@@ -6,15 +6,14 @@ or Idempotency-Key header) gets the first answer again and never a second payout
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
-from greengate.api.merchant.payment_params import parse_currency, parse_money, parse_url
-from greengate.api.merchant.protocol import Handler, MerchantCall, process, signed, xml
+from greengate.api.merchant.payment_params import parse_currency, parse_money, parse_url, read_flag, read_text
+from greengate.api.merchant.protocol import Handler, MerchantCall, process, request_fingerprint, signed, xml
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.errors import InvalidRequest
 from greengate.domain.money import format_minor
@@ -65,21 +64,8 @@ KNOWN = frozenset(
 # --- request parameters ----------------------------------------------------------------------
 
 
-def _text(params: Params, name: str, *, max_length: int, required: bool = False) -> str | None:
-    value = first(params, name)
-    if value is None or value == "":
-        if required:
-            raise InvalidRequest(f"{name} is required", field=name)
-        return None
-    if len(value) > max_length:
-        raise InvalidRequest(f"{name} is longer than {max_length} characters", field=name)
-    if not value.isprintable():
-        raise InvalidRequest(f"{name} has control characters", field=name)
-    return value
-
-
 def _time_limit(params: Params, now: datetime) -> datetime:
-    raw = _text(params, "pg_order_time_limit", max_length=19)
+    raw = read_text(params, "pg_order_time_limit", max_length=19, printable=True)
     if raw is None:
         return now + timedelta(seconds=DEFAULT_TIME_LIMIT_SECONDS)
     try:
@@ -95,29 +81,22 @@ def _time_limit(params: Params, now: datetime) -> datetime:
     return limit
 
 
-def _flag(params: Params, name: str) -> bool:
-    value = first(params, name)
-    if value in (None, ""):
-        return False
-    if value not in ("0", "1"):
-        raise InvalidRequest(f"{name} must be 0 or 1", field=name)
-    return value == "1"
-
-
 def parse_payout(params: Params, kind: PayoutKind, now: datetime, header_key: str | None) -> NewPayout:
     currency = parse_currency(params)
     amount = parse_money(params, "pg_amount", currency)
-    order_id = _text(params, "pg_order_id", max_length=50, required=True)
+    order_id = read_text(params, "pg_order_id", max_length=50, required=True, printable=True)
     assert order_id is not None
-    user_id = _text(params, "pg_user_id", max_length=100, required=kind is PayoutKind.TO_SAVED_CARD)
+    user_id = read_text(
+        params, "pg_user_id", max_length=100, required=kind is PayoutKind.TO_SAVED_CARD, printable=True
+    )
     links = {}
     for name in ("pg_post_link", "pg_back_link"):
-        value = _text(params, name, max_length=2000)
+        value = read_text(params, name, max_length=2000, printable=True)
         links[name] = parse_url(value, name) if value is not None else None
-    language = (_text(params, "pg_language", max_length=2) or "ru").lower()
+    language = (read_text(params, "pg_language", max_length=2, printable=True) or "ru").lower()
     if language not in LANGUAGES:
         raise InvalidRequest(f"pg_language must be one of {', '.join(LANGUAGES)}", field="pg_language")
-    key = _text(params, "pg_idempotency_key", max_length=idempotency.MAX_KEY_LENGTH)
+    key = read_text(params, "pg_idempotency_key", max_length=idempotency.MAX_KEY_LENGTH, printable=True)
     if header_key is not None:
         header_key = idempotency.validate_key(header_key)
         if key is not None and key != header_key:
@@ -126,10 +105,12 @@ def parse_payout(params: Params, kind: PayoutKind, now: datetime, header_key: st
             )
     card_id = card_token = None
     if kind is PayoutKind.TO_SAVED_CARD:
-        card_token = _text(params, "pg_card_token_to", max_length=100) or _text(
-            params, "pg_card_token", max_length=100
+        card_token = read_text(params, "pg_card_token_to", max_length=100, printable=True) or read_text(
+            params, "pg_card_token", max_length=100, printable=True
         )
-        card_id = _text(params, "pg_card_id_to", max_length=30) or _text(params, "pg_card_id", max_length=30)
+        card_id = read_text(params, "pg_card_id_to", max_length=30, printable=True) or read_text(
+            params, "pg_card_id", max_length=30, printable=True
+        )
         if card_token is None and card_id is None:
             raise InvalidRequest("pg_card_token_to or pg_card_id is required", field="pg_card_token_to")
     return NewPayout(
@@ -137,24 +118,18 @@ def parse_payout(params: Params, kind: PayoutKind, now: datetime, header_key: st
         amount=amount,
         currency=currency,
         order_id=order_id,
-        description=_text(params, "pg_description", max_length=1024) or "",
+        description=read_text(params, "pg_description", max_length=1024, printable=True) or "",
         expires_at=_time_limit(params, now),
         user_id=user_id,
         post_link=links["pg_post_link"],
         back_link=links["pg_back_link"],
         language=language,
-        testing=_flag(params, "pg_testing_mode"),
+        testing=bool(read_flag(params, "pg_testing_mode")),
         card_id=card_id,
         card_token=card_token,
         idempotency_key=key or header_key,
         extras=[(name, value) for name, value in params if name not in KNOWN and isinstance(value, str)],
     )
-
-
-def _fingerprint(script: str, params: Params) -> str:
-    """The request minus its salt and signature: a retry signed anew is the same request."""
-    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
-    return idempotency.request_fingerprint("POST", script, json.dumps(content).encode())
 
 
 # --- answers ---------------------------------------------------------------------------------
@@ -224,7 +199,7 @@ def _creator(kind: PayoutKind, header_key: str | None) -> Handler:
     async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
         merchant = call.merchant
         req = parse_payout(call.params, kind, call.now, header_key)
-        fingerprint = _fingerprint(call.script, call.params)
+        fingerprint = request_fingerprint(call.script, call.params)
         key = req.idempotency_key
         if key is not None:
             stored = await idempotency.lookup(session, merchant.id, call.script, key, fingerprint)

@@ -5,6 +5,7 @@ Only when the merchant cannot be identified is the answer unsigned (code 101).""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ from greengate.domain.errors import (
 from greengate.domain.params import Params, first
 from greengate.domain.signature import new_salt, script_name_from_url, verify, with_signature
 from greengate.runtime import Runtime
+from greengate.services import idempotency
 from greengate.services.merchants import payout_secret, secret_key
 from greengate.store.models import Merchant, MerchantSalt
 
@@ -54,6 +56,13 @@ def _as_read(fields: Params) -> Params:
     """An empty nested list renders as an empty element, which every reader (the reference signer
     included) takes as the empty string: sign it as that, or the answer would not verify."""
     return [(name, (_as_read(value) or "") if isinstance(value, list) else value) for name, value in fields]
+
+
+def request_fingerprint(script: str, params: Params) -> str:
+    """The request minus its salt and signature, for idempotency: a retry signed anew is the same
+    request."""
+    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
+    return idempotency.request_fingerprint("POST", script, json.dumps(content).encode())
 
 
 def signed(script: str, fields: Params, secret: str | None) -> Params:

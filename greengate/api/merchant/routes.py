@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from html import escape
 
 from fastapi import APIRouter, Request, Response
@@ -11,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.merchant import operations
 from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money
-from greengate.api.merchant.protocol import MerchantCall, handle, process
+from greengate.api.merchant.protocol import MerchantCall, handle, process, request_fingerprint
 from greengate.api.merchant.status import money, status3_fields, status_fields
 from greengate.domain.params import Params, first
 from greengate.runtime import Runtime
@@ -22,15 +21,9 @@ router = APIRouter(tags=["Merchant API"], include_in_schema=False)
 METHODS = ["GET", "POST"]
 
 
-def _fingerprint(params: Params) -> str:
-    """The request minus its salt and signature: a retry signed anew is the same request."""
-    content = [(name, value) for name, value in params if name not in ("pg_salt", "pg_sig")]
-    return idempotency.request_fingerprint("POST", "init_payment", json.dumps(content).encode())
-
-
 async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
     req = parse_init(call.params)
-    key, fingerprint = req.idempotency_key, _fingerprint(call.params)
+    key, fingerprint = req.idempotency_key, request_fingerprint("init_payment", call.params)
     stored = None
     if key is not None:
         stored = await idempotency.lookup(session, call.merchant.id, "init_payment", key, fingerprint)
