@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.errors import BusinessRuleViolation, StateForbids
@@ -21,6 +20,7 @@ from greengate.domain.money import format_minor
 from greengate.domain.payments import PaymentStatus
 from greengate.services import fees, ledger, outbox
 from greengate.services.payments import lock_payment
+from greengate.store.db import update_versioned
 from greengate.store.models import Payment, PaymentCapture, PaymentEvent
 
 CAPTURE_CALLBACK = "merchant.capture"
@@ -56,16 +56,8 @@ async def capture_payment(
     system = await fees.payment_system_of(session, payment)
     fee = await fees.fee_for(session, payment.merchant_id, system, amount, payment.currency)
     values = {"captured": True, "fee_amount": fee, "version": payment.version + 1, "updated_at": now}
-    result = await session.execute(
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.version == payment.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await update_versioned(session, payment, values):
         raise BusinessRuleViolation(f"payment {payment.id} changed concurrently", code="transaction_locked")
-    for key, value in values.items():
-        set_committed_value(payment, key, value)
     draft = ledger_domain.payment_captured(payment.merchant_id, payment.amount, amount, payment.currency, fee)
     await ledger.post(session, draft, object_type="payment", object_id=str(payment.id), now=now)
     capture = PaymentCapture(

@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, insert, select, text, update
+from sqlalchemy import Row, and_, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from greengate.domain.bitcoin_address import parse_address
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, NotFound
@@ -36,7 +35,7 @@ from greengate.services.requisites import (
     taken_amounts,
     within_limits,
 )
-from greengate.store.db import dialect_name, table_of
+from greengate.store.db import dialect_name, table_of, update_versioned
 from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Requisite
 
 EXPIRE_JOB = "exchange.order_expire"
@@ -307,16 +306,8 @@ async def transition(
     current = OrderStatus(order.status)
     check_transition(current, target)
     values = dict(changes or {}, status=target.value, version=order.version + 1, updated_at=now)
-    result = await session.execute(
-        update(ExchangeOrder)
-        .where(ExchangeOrder.id == order.id, ExchangeOrder.version == order.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await update_versioned(session, order, values):
         raise BusinessRuleViolation(f"order {order.id} changed concurrently", code="concurrent_update")
-    for key, value in values.items():
-        set_committed_value(order, key, value)
     await ledger.post_order_transition(session, order, target, now)
     ORDER_TRANSITIONS.labels(to=target.value).inc()
     session.add(

@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
 from greengate.runtime import Runtime
 from greengate.services import ledger, outbox
+from greengate.store.db import update_versioned
 from greengate.store.models import Merchant, Payment, PaymentAttempt, PaymentEvent
 
 EXPIRE_JOB = "payment.expire"
@@ -191,16 +191,8 @@ async def transition(
         values.setdefault("paid_at", now)
     booking = await ledger.book_payment_transition(session, payment, target, values, reversal=reversal)
     values.update(booking.values)
-    result = await session.execute(
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.version == payment.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await update_versioned(session, payment, values):
         raise BusinessRuleViolation(f"payment {payment.id} changed concurrently", code="transaction_locked")
-    for key, value in values.items():
-        set_committed_value(payment, key, value)
     await booking.post(session, now)
     session.add(
         PaymentEvent(

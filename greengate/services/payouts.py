@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from greengate.acquiring import Acquirer, Decision, ManualAcquirer, Outcome, SandboxAcquirer, approval_codes
 from greengate.domain import ledger as ledger_domain
@@ -47,6 +46,7 @@ from greengate.domain.payouts import (
 from greengate.domain.secret import Secret
 from greengate.runtime import Runtime
 from greengate.services import ledger, outbox, saved_cards
+from greengate.store.db import update_versioned
 from greengate.store.models import Merchant, Payout, PayoutEvent
 
 S = PayoutStatus
@@ -285,16 +285,8 @@ async def transition(
     values = dict(changes or {}, status=target.value, version=payout.version + 1, updated_at=now)
     if target is S.OK:
         values.setdefault("paid_at", now)
-    result = await session.execute(
-        update(Payout)
-        .where(Payout.id == payout.id, Payout.version == payout.version)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if not await update_versioned(session, payout, values):
         raise BusinessRuleViolation(f"payout {payout.id} changed concurrently", code="transaction_locked")
-    for key, value in values.items():
-        set_committed_value(payout, key, value)
     if effect is not None:
         recipe = (
             ledger_domain.payout_completed

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm.attributes import set_committed_value
 
 
 def is_sqlite(url: str) -> bool:
@@ -58,6 +59,23 @@ def table_of(model: type[DeclarativeBase]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
     return table
+
+
+async def update_versioned(session: AsyncSession, row: Any, values: dict[str, Any]) -> bool:
+    """Write `values` (the next `version` among them) to `row` only if its version is still the one
+    read, and mirror them on the object; False when another transaction changed the row first."""
+    model = type(row)
+    result = await session.execute(
+        update(model)
+        .where(model.id == row.id, model.version == row.version)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    for key, value in values.items():
+        set_committed_value(row, key, value)
+    return True
 
 
 def dialect_name(session: AsyncSession) -> str:
