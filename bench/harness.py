@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from greengate.settings import Settings
@@ -297,40 +297,153 @@ def excerpt(body: bytes) -> str:
     return body[:200].decode(errors="replace")
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """One HTTP/1.1 response: status, body, whether the server keeps the connection open."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
+Response = tuple[int, bytes, bool]  # status, body, whether the server keeps the connection open
+
+
+def parse_head(head: bytes) -> tuple[int, int | None, bool, bool]:
+    """Status line and header lines (each ending in CRLF): status, Content-Length (None if absent),
+    chunked, keep-alive."""
+    line = head[: head.find(b"\r\n")]
+    parts = line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise HttpError(f"bad status line {lines[0][:80]!r}")
-    status = int(parts[1])
-    length: int | None = None
-    chunked = False
-    keep_alive = True
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        value = value.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value
-        elif name == b"connection":
-            keep_alive = value != b"close"
-    if chunked:
-        chunks = []
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        raise HttpError(f"bad status line {line[:80]!r}")
+    # Three searches in the lowered head rather than a Python loop over every header line.
+    lower = head.lower()
+    length = _header_value(lower, b"content-length")
+    encoding = _header_value(lower, b"transfer-encoding")
+    return (
+        int(parts[1]),
+        None if length is None else int(length),
+        encoding is not None and b"chunked" in encoding,
+        _header_value(lower, b"connection") != b"close",
+    )
+
+
+def _header_value(lower: bytes, name: bytes) -> bytes | None:
+    """The value of a header in a lowered head whose lines all end in CRLF (None if absent)."""
+    start = lower.find(b"\r\n" + name + b":")
+    if start < 0:
+        return None
+    start += len(name) + 3
+    return lower[start : lower.index(b"\r\n", start)].strip()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection sending one request at a time. The response is parsed as its
+    bytes arrive and resolves the request's future. Callbacks rather than asyncio streams, and one timer
+    per connection rather than `wait_for` per request, because the load generator shares the CPU with
+    the server it measures: every microsecond it spends per request is taken from the server."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.waiter: asyncio.Future[Response] | None = None  # of the request in flight
+        self.sent = 0.0  # when that request was sent (perf_counter)
+        self.buffer = b""  # received and not consumed yet
+        self.head: tuple[int, int | None, bool, bool] | None = None  # of the response being read
+        self.chunks: list[bytes] = []  # of a chunked body, so far
+        self.chunk_at = 0  # offset in the buffer of the next chunk-size line
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timer = self.loop.call_later(REQUEST_TIMEOUT, self.check_deadline)
+
+    def send(self, payload: bytes, started: float) -> asyncio.Future[Response]:
+        if self.closed or self.transport is None:
+            raise ConnectionResetError("connection closed by the server")
+        self.waiter = self.loop.create_future()
+        self.sent = started
+        self.transport.write(payload)
+        return self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def check_deadline(self) -> None:
+        """Fail the request in flight once it has run REQUEST_TIMEOUT. The timer is re-armed when it
+        fires (at most once per REQUEST_TIMEOUT), not per request; connection_lost cancels it."""
+        now = time.perf_counter()
+        due = (self.sent if self.waiter is not None else now) + REQUEST_TIMEOUT
+        if due <= now:
+            self.fail(TimeoutError(f"no complete answer within {REQUEST_TIMEOUT:g}s"))
+            due = now + REQUEST_TIMEOUT
+        self.timer = self.loop.call_later(due - now, self.check_deadline)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None:
+            return  # unasked bytes: kept, so the next response's parse trips over them (as a stream would)
+        try:
+            response = self.parse()
+        except (HttpError, ValueError) as exc:
+            self.fail(exc)
+            return
+        if response is not None:
+            waiter, self.waiter = self.waiter, None
+            if not waiter.done():  # cancelled when the window closed
+                waiter.set_result(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        head = self.head
+        if head is not None and head[1] is None and not head[2] and self.waiter is not None:
+            # Neither Content-Length nor chunked: the body ends with the connection.
+            waiter, self.waiter = self.waiter, None
+            if not waiter.done():
+                waiter.set_result((head[0], self.buffer, False))
+        else:
+            self.fail(exc or ConnectionResetError("connection closed before the end of the response"))
+
+    def fail(self, exc: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def parse(self) -> Response | None:
+        """The response once the buffer holds all of it, None until then."""
+        if self.head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            self.head = parse_head(self.buffer[: end + 2])
+            self.buffer = self.buffer[end + 4 :]
+        status, length, chunked, keep_alive = self.head
+        if chunked:
+            body = self.dechunk()
+            if body is None:
+                return None
+        elif length is None or len(self.buffer) < length:
+            return None  # without a length, connection_lost ends the body
+        else:
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+        self.head = None
+        return status, body, keep_alive
+
+    def dechunk(self) -> bytes | None:
+        """The chunked body once the buffer holds its last chunk and trailers, None until then."""
+        buf, at = self.buffer, self.chunk_at
+        while (eol := buf.find(b"\r\n", at)) >= 0:
+            size = int(buf[at:eol].split(b";", 1)[0], 16)
             if size == 0:
-                await reader.readuntil(b"\r\n")
+                end = buf.find(b"\r\n\r\n", eol)  # the empty line after the trailers, if any
+                if end < 0:
+                    break
+                body, self.chunks = b"".join(self.chunks), []
+                self.buffer, self.chunk_at = buf[end + 4 :], 0
+                return body
+            if len(buf) < eol + size + 4:
                 break
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-        return status, b"".join(chunks), keep_alive
-    if length is None:
-        return status, await reader.read(), False
-    return status, await reader.readexactly(length), keep_alive
+            self.chunks.append(buf[eol + 2 : eol + 2 + size])
+            at = eol + size + 4
+        self.chunk_at = at
+        return None
 
 
 class LoadRun:
@@ -368,29 +481,27 @@ class LoadRun:
             return False
         return True
 
+    async def connect(self) -> HttpConnection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: HttpConnection(loop), self.host, self.port), REQUEST_TIMEOUT
+        )
+        return conn
+
     async def connection(self) -> None:
-        reader: asyncio.StreamReader | None = None
-        writer: asyncio.StreamWriter | None = None
+        conn: HttpConnection | None = None
         try:
             while not self.stop:
-                if writer is None:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), REQUEST_TIMEOUT
-                    )
-                    assert writer is not None
-                    writer.transport.get_extra_info("socket").setsockopt(
-                        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-                    )
-                assert reader is not None and writer is not None
+                if conn is None:
+                    conn = await self.connect()
                 payload = self.workload.request(self.rng, self.host, self.port)
                 started = time.perf_counter()
                 if started >= self.end:
                     break
                 keep = False
                 try:
-                    writer.write(payload)
-                    status, body, keep = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT)
-                except (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError, ValueError) as exc:
+                    status, body, keep = await conn.send(payload, started)
+                except (TimeoutError, OSError, HttpError, ValueError) as exc:
                     ok = False
                     self.failure(f"{type(exc).__name__}: {exc}")
                 else:
@@ -405,13 +516,13 @@ class LoadRun:
                 elif started < self.warm_end:
                     self.result.warmup_requests += 1
                 if not keep:
-                    writer.close()
-                    reader, writer = None, None
+                    conn.close()
+                    conn = None
         except (TimeoutError, OSError) as exc:
             self.failure(f"connect: {type(exc).__name__}: {exc}")
         finally:
-            if writer is not None:
-                writer.close()
+            if conn is not None:
+                conn.close()
 
     async def track_cpu(self, tracker: CpuTracker) -> None:
         """Sample CPU use from the end of the warm-up on, every CPU_SAMPLE_SECONDS, until cancelled."""
@@ -930,11 +1041,14 @@ class BenchRun:
         return summary
 
     def settle(self, after: str) -> None:
-        """Wait for the server to finish what the previous phase left running."""
+        """Wait for the server to finish what the previous phase left running, then refresh the
+        planner's statistics of the rows it wrote, as autovacuum's analyze does on a server where it
+        runs (it is off on some; a table analyzed empty keeps plans made for an empty table)."""
         if self.server is not None and not settle(self.server.pid):
             print(
                 f"server still busy {SETTLE_TIMEOUT:.0f}s after the {after} phase; the next one is disturbed"
             )
+        self.execute("ANALYZE")
 
     # pgbench
 
