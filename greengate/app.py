@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from greengate import log as logging_setup
+from greengate.api.exchange import orders as exchange_orders_api
 from greengate.api.exchange import routes as exchange_routes
 from greengate.api.exchange.wire import error_body
 from greengate.api.merchant import card_storage as card_storage_api
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         description="Self-hosted payment gateway: Exchange API (fiat → BTC) and Merchant API.",
         lifespan=lifespan,
     )
+    # Added first, so it runs inside the observability middleware (request id, access metrics).
+    app.add_middleware(exchange_orders_api.OrderEndpoints)
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
     app.include_router(merchant_routes.router)

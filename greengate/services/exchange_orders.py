@@ -4,16 +4,17 @@ running inside the caller's transaction; every status change goes through `trans
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, insert, select, text
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, any_, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.bitcoin_address import parse_address
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, NotFound
@@ -26,17 +27,17 @@ from greengate.runtime import Runtime
 from greengate.security.encryption import Keyring
 from greengate.services import ledger, outbox
 from greengate.services.merchants import ACTIVE_SECRET_OWNER, api_secret_digest
-from greengate.services.rates import current_rate
+from greengate.services.rates import CachedRate, lock_rate
 from greengate.services.requisites import (
     Candidate,
     allocation_choices,
-    candidates,
     decrypt_number,
-    taken_amounts,
+    slots,
     within_limits,
 )
-from greengate.store.db import dialect_name, table_of, update_versioned
-from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Requisite
+from greengate.store.db import column_values, table_of, update_versioned
+from greengate.store.links import Link, Row, SqlAlchemyLink
+from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Rate, Requisite
 
 EXPIRE_JOB = "exchange.order_expire"
 CALLBACK = "exchange.callback"
@@ -51,7 +52,7 @@ class CreateOrderRequest:
 
 @dataclass(frozen=True)
 class CreatedOrder:
-    order: ExchangeOrder
+    order: dict[str, Any]  # the new row's columns
     requisite_number: str  # the assigned card's number, "" while the order is unconfirmed
 
 
@@ -62,24 +63,14 @@ class CancelOutcome:
     canceled: bool
 
 
-_DIRECTION = select(Direction).where(Direction.payment_method == bindparam("payment_method"))
-
-
-async def load_direction(session: AsyncSession, payment_method: str) -> Direction:
-    direction = await session.scalar(_DIRECTION, {"payment_method": payment_method})
-    if direction is None:
-        raise BusinessRuleViolation(f"unknown payment_method {payment_method!r}", code="unknown_direction")
-    return direction
-
-
-def _resolve_wallet(rt: Runtime, merchant: Merchant, wallet: str) -> str:
+def _resolve_wallet(rt: Runtime, default_wallet: str | None, wallet: str) -> str:
     if wallet == "":
-        if not merchant.default_wallet:
+        if not default_wallet:
             raise BusinessRuleViolation(
                 "wallet is empty and no default payout wallet is set for this client",
                 code="no_default_wallet",
             )
-        wallet = merchant.default_wallet
+        wallet = default_wallet
     try:
         address = parse_address(wallet, rt.settings.btc_network)
     except ValueError as exc:
@@ -95,168 +86,230 @@ def _resolve_wallet(rt: Runtime, merchant: Merchant, wallet: str) -> str:
     return address.text
 
 
-# An order's row, values bound per use; built once per dialect. A concurrent order that took the
-# same (requisite, amount) makes the insert of an awaiting one a no-op (the partial unique index).
+# Statements built once per dialect, values bound per use. A concurrent order that took the same
+# (requisite, amount) makes the insert of an awaiting one a no-op (the partial unique index).
 _ORDERS = table_of(ExchangeOrder)
-_INSERT_EVENT = insert(table_of(OrderEvent))
+_DIRECTIONS = table_of(Direction)
+_RATES = table_of(Rate)
+_EVENTS = table_of(OrderEvent)
+_INSERT_EVENT = insert(_EVENTS).values({c.key: bindparam(c.key) for c in _EVENTS.c if c.key != "id"})
 _AWAITING_SLOT = ["requisite_id", "amount_payable"]
 _AWAITING_ONLY = text("status = 'awaiting'")
+# A new order's columns: all but its id and what payment and completion fill in later.
+_LATER = ("id", "paid_amount", "txid", "paid_at", "completed_at")
+_ORDER_VALUES: dict[str, Any] = {c.key: bindparam(c.key) for c in _ORDERS.c if c.key not in _LATER}
 _INSERT_ORDER = {
-    "postgresql": postgresql.insert(_ORDERS).returning(_ORDERS.c.id),
-    "sqlite": sqlite.insert(_ORDERS).returning(_ORDERS.c.id),
-}
-_INSERT_AWAITING_ORDER = {
-    "postgresql": postgresql.insert(_ORDERS)
+    name: dialect_insert(_ORDERS)
+    .values(_ORDER_VALUES)
     .on_conflict_do_nothing(index_elements=_AWAITING_SLOT, index_where=_AWAITING_ONLY)
-    .returning(_ORDERS.c.id),
-    "sqlite": sqlite.insert(_ORDERS)
-    .on_conflict_do_nothing(index_elements=_AWAITING_SLOT, index_where=_AWAITING_ONLY)
-    .returning(_ORDERS.c.id),
+    .returning(_ORDERS.c.id)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
+# What a create needs besides the request, in one statement: the client by its API secret's digest,
+# the direction of the payment method (null columns when there is none) and its cached market rate.
+_ORDER_CONTEXT = (
+    select(
+        Merchant.id.label("client_id"),
+        Merchant.default_wallet,
+        Merchant.webhook_url,
+        *(c.label(f"d_{c.key}") for c in _DIRECTIONS.c),
+        _RATES.c.rate.label("cached_rate"),
+        _RATES.c.fetched_at.label("rate_fetched_at"),
+    )
+    .select_from(Merchant)
+    .outerjoin(_DIRECTIONS, _DIRECTIONS.c.payment_method == bindparam("payment_method"))
+    .outerjoin(
+        _RATES,
+        and_(
+            _RATES.c.source == _DIRECTIONS.c.rate_source,
+            _RATES.c.base == _DIRECTIONS.c.to_currency,
+            _RATES.c.quote == _DIRECTIONS.c.from_currency,
+        ),
+    )
+    .where(ACTIVE_SECRET_OWNER)
+)
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    client_id: int
+    default_wallet: str | None
+    webhook_url: str | None
+    direction: dict[str, Any] | None  # the direction's columns; None for an unknown payment method
+    cached_rate: CachedRate | None
+
+
+async def order_context(link: Link, api_secret: str, payment_method: str) -> OrderContext | None:
+    """The active client holding the API secret, with the direction of the payment method; None when
+    no active client holds the secret."""
+    digest = api_secret_digest(api_secret)
+    if digest is None:
+        return None
+    row = await link.row(_ORDER_CONTEXT, {"api_secret_hash": digest, "payment_method": payment_method})
+    if row is None:
+        return None
+    direction = {c.key: row[f"d_{c.key}"] for c in _DIRECTIONS.c} if row["d_id"] is not None else None
+    cached = (
+        CachedRate(row["cached_rate"], row["rate_fetched_at"]) if row["cached_rate"] is not None else None
+    )
+    return OrderContext(row["client_id"], row["default_wallet"], row["webhook_url"], direction, cached)
 
 
 async def create_order(
-    session: AsyncSession, rt: Runtime, merchant: Merchant, request: CreateOrderRequest, now: datetime
+    link: Link, rt: Runtime, ctx: OrderContext, request: CreateOrderRequest, now: datetime
 ) -> CreatedOrder:
-    direction = await load_direction(session, request.payment_method)
-    if direction.status != 1:
+    direction = ctx.direction
+    if direction is None:
         raise BusinessRuleViolation(
-            f"direction {direction.payment_method} is disabled", code="direction_disabled"
+            f"unknown payment_method {request.payment_method!r}", code="unknown_direction"
         )
-    amount = parse_amount(request.from_amount, direction.from_currency, field="from_amount")
-    if not direction.min_amount <= amount <= direction.max_amount:
-        low = format_minor(direction.min_amount, direction.from_currency, trim=True)
-        high = format_minor(direction.max_amount, direction.from_currency, trim=True)
+    currency = direction["from_currency"]
+    if direction["status"] != 1:
+        raise BusinessRuleViolation(
+            f"direction {direction['payment_method']} is disabled", code="direction_disabled"
+        )
+    amount = parse_amount(request.from_amount, currency, field="from_amount")
+    if not direction["min_amount"] <= amount <= direction["max_amount"]:
+        low = format_minor(direction["min_amount"], currency, trim=True)
+        high = format_minor(direction["max_amount"], currency, trim=True)
         raise BusinessRuleViolation(
             f"from_amount must be between {low} and {high}",
             code="amount_out_of_range",
         )
-    wallet = _resolve_wallet(rt, merchant, request.wallet)
-    locked = await current_rate(session, rt, direction, now)
-    commission = Decimal(direction.commission_percent)
+    wallet = _resolve_wallet(rt, ctx.default_wallet, request.wallet)
+    locked = lock_rate(rt, direction["rate_source"], direction["to_currency"], currency, ctx.cached_rate, now)
+    commission = Decimal(direction["commission_percent"])
 
     values = {
-        "merchant_id": merchant.id,
-        "direction_id": direction.id,
-        "payment_method": direction.payment_method,
+        "merchant_id": ctx.client_id,
+        "direction_id": direction["id"],
+        "payment_method": direction["payment_method"],
         "version": 1,
         "wallet": wallet,
-        "currency": direction.from_currency,
+        "currency": currency,
         "from_amount": amount,
         "exchange_rate": str(locked.rate),
         "rate_source": locked.source,
-        "commission_percent": direction.commission_percent,
+        "commission_percent": direction["commission_percent"],
         "access_token": secrets.token_urlsafe(24),
-        "expires_at": now + timedelta(minutes=direction.order_ttl),
+        "expires_at": now + timedelta(minutes=direction["order_ttl"]),
         "created_at": now,
         "updated_at": now,
     }
-    dialect = dialect_name(session)
-    order_id: int | None = None
+    insert_order = _INSERT_ORDER[link.dialect]
+    order: dict[str, Any] | None = None
     number = ""
-    async for cand, payable in _free_slots(session, direction, amount, now):
+    span = unique_span(direction, amount)
+    async for cand, payable in _free_slots(link, direction["payment_method"], amount, span, now):
         row = dict(
             values,
             status=OrderStatus.AWAITING.value,
             requisite_id=cand.id,
             amount_payable=payable,
-            amount_receivable=amount_receivable_sat(
-                payable, direction.from_currency, locked.rate, commission
-            ),
+            amount_receivable=amount_receivable_sat(payable, currency, locked.rate, commission),
         )
-        order_id = await session.scalar(_INSERT_AWAITING_ORDER[dialect], row)
-        if order_id is not None:
+        inserted = await link.row(insert_order, row)
+        if inserted is not None:
+            order = dict(row, id=inserted["id"])
             number = decrypt_number(rt.keyring, cand.id, cand.number_enc)
             break
-    if order_id is None:
+    if order is None:
         row = dict(
             values,
             status=OrderStatus.UNCONFIRMED.value,
             requisite_id=None,
             amount_payable=amount,
-            amount_receivable=amount_receivable_sat(amount, direction.from_currency, locked.rate, commission),
+            amount_receivable=amount_receivable_sat(amount, currency, locked.rate, commission),
         )
-        order_id = await session.scalar(_INSERT_ORDER[dialect], row)
-    assert order_id is not None
-    order = ExchangeOrder(id=order_id, **row)
-    ORDER_TRANSITIONS.labels(to=order.status).inc()
-    # Written at once, past the unit of work: nothing here needs the ORM objects back.
-    event = {"order_id": order_id, "from_status": None, "to_status": order.status, "actor": "api", "note": ""}
-    await session.execute(_INSERT_EVENT, dict(event, at=now))
+        inserted = await link.row(insert_order, row)
+        assert inserted is not None
+        order = dict(row, id=inserted["id"])
+    order_id = order["id"]
+    ORDER_TRANSITIONS.labels(to=order["status"]).inc()
+    event = {"order_id": order_id, "from_status": None, "to_status": order["status"], "actor": "api"}
+    await link.execute(_INSERT_EVENT, dict(event, note="", at=now))
     await outbox.enqueue_now(
-        session,
+        link,
         kind=EXPIRE_JOB,
         aggregate=f"order:{order_id}",
         payload={"order_id": order_id},
         now=now,
-        due_at=order.expires_at,
-        merchant_id=merchant.id,
+        due_at=order["expires_at"],
+        merchant_id=ctx.client_id,
     )
-    callback = _callback(merchant, order)
+    callback = _callback(ctx.client_id, ctx.webhook_url, order_id, order["status"], 1)
     if callback is not None:
-        await outbox.enqueue_now(session, now=now, **callback)
+        await outbox.enqueue_now(link, now=now, **callback)
     return CreatedOrder(order, number)
 
 
+def unique_span(direction: Mapping[str, Any], amount: int) -> int:
+    """How far above the amount a payable amount may be shifted to keep it unique on its card (0 when
+    the direction does not shift amounts); shifted amounts stay within the direction's maximum."""
+    if not direction["unique_amounts"]:
+        return 0
+    return int(min(direction["unique_amount_span"], direction["max_amount"] - amount))
+
+
 async def _free_slots(
-    session: AsyncSession, direction: Direction, amount: int, now: datetime
+    link: Link, payment_method: str, amount: int, span: int, now: datetime
 ) -> AsyncIterator[tuple[Candidate, int]]:
     """(requisite, payable amount) pairs not taken by an open order and within the card's limits."""
-    cands = await candidates(session, direction.payment_method)
-    if not cands:
-        return
-    # Shifted amounts stay within the direction's maximum.
-    span = min(direction.unique_amount_span, direction.max_amount - amount) if direction.unique_amounts else 0
-    taken = await taken_amounts(session, [c.id for c in cands], amount, amount + span)
+    cands, taken = await slots(link, payment_method, amount, amount + span)
     refused: set[int] = set()
     for cand, payable in allocation_choices(cands, amount, span, taken):
         if cand.id in refused:
             continue
-        if await within_limits(session, cand, payable, now):
+        if await within_limits(link, cand, payable, now):
             yield cand, payable
         else:
             # Over its limit (or locked by another order) now: a larger amount is no better.
             refused.add(cand.id)
 
 
-def _callback(merchant: Merchant, order: ExchangeOrder) -> dict[str, Any] | None:
+def _callback(
+    merchant_id: int, webhook_url: str | None, order_id: int, status: str, version: int
+) -> dict[str, Any] | None:
     """The outbox message telling the client the order's status; None without a webhook URL."""
-    if not merchant.webhook_url:
+    if not webhook_url:
         return None
     return {
         "kind": CALLBACK,
-        "aggregate": f"order:{order.id}",
-        "payload": {"order_id": order.id, "order_status": order.status, "version": order.version},
-        "merchant_id": merchant.id,
-        "target_url": merchant.webhook_url,
+        "aggregate": f"order:{order_id}",
+        "payload": {"order_id": order_id, "order_status": status, "version": version},
+        "merchant_id": merchant_id,
+        "target_url": webhook_url,
     }
 
 
 def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: ExchangeOrder, now: datetime) -> None:
-    callback = _callback(merchant, order)
+    callback = _callback(merchant.id, merchant.webhook_url, order.id, order.status, order.version)
     if callback is not None:
         outbox.enqueue(session, now=now, **callback)
 
 
-# The check use case in one statement (built once): the client by its API secret's digest, and its
-# orders among the ids (plain rows: nothing is changed, so no ORM objects), each with its card's
-# encrypted number.
-_CLIENT_ORDERS = (
-    select(Merchant.id.label("client_id"), *_ORDERS.c, Requisite.number_enc)
-    .select_from(Merchant)
-    .outerjoin(
-        _ORDERS,
-        and_(_ORDERS.c.merchant_id == Merchant.id, _ORDERS.c.id.in_(bindparam("ids", expanding=True))),
+# The check use case in one statement (built once per dialect): the client by its API secret's digest,
+# and its orders among the ids (plain rows: nothing is changed), each with its card's encrypted number.
+def _client_orders_stmt(ids: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(Merchant.id.label("client_id"), *_ORDERS.c, Requisite.number_enc)
+        .select_from(Merchant)
+        .outerjoin(_ORDERS, and_(_ORDERS.c.merchant_id == Merchant.id, ids))
+        .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
+        .where(ACTIVE_SECRET_OWNER)
+        .order_by(_ORDERS.c.id)
     )
-    .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
-    .where(ACTIVE_SECRET_OWNER)
-    .order_by(_ORDERS.c.id)
-)
+
+
+_CLIENT_ORDERS = {
+    "postgresql": _client_orders_stmt(_ORDERS.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))),
+    "sqlite": _client_orders_stmt(_ORDERS.c.id.in_(bindparam("ids", expanding=True))),
+}
 
 
 async def client_orders(
-    conn: AsyncConnection, keyring: Keyring, api_secret: str, ids: Iterable[int]
-) -> list[tuple[Row[Any], str]] | None:
+    link: Link, keyring: Keyring, api_secret: str, ids: Iterable[int]
+) -> list[tuple[Row, str]] | None:
     """The orders among the ids that belong to the active client holding this API secret, by id, as
     rows of the order's columns, each with its card's number ("" without one); None when no active
     client holds the secret. Others' and unknown ids are simply absent."""
@@ -264,17 +317,18 @@ async def client_orders(
     if digest is None:
         return None
     params = {"api_secret_hash": digest, "ids": sorted(set(ids))}
-    rows = (await conn.execute(_CLIENT_ORDERS, params)).all()
+    rows = await link.rows(_CLIENT_ORDERS[link.dialect], params)
     if not rows:
         return None
     numbers: dict[int, str] = {}
-    found: list[tuple[Row[Any], str]] = []
+    found: list[tuple[Row, str]] = []
     for row in rows:
-        if row.id is None:
+        requisite_id = row["requisite_id"]
+        if row["id"] is None:
             continue  # the client's own row, when none of the ids is theirs
-        if row.requisite_id is not None and row.requisite_id not in numbers:
-            numbers[row.requisite_id] = decrypt_number(keyring, row.requisite_id, row.number_enc)
-        found.append((row, numbers.get(row.requisite_id or 0, "")))
+        if requisite_id is not None and requisite_id not in numbers:
+            numbers[requisite_id] = decrypt_number(keyring, requisite_id, row["number_enc"])
+        found.append((row, numbers.get(requisite_id or 0, "")))
     return found
 
 
@@ -423,9 +477,11 @@ async def assign_waiting_orders(
         return 0
     direction = await session.get(Direction, waiting[0].direction_id)
     assert direction is not None
+    link = SqlAlchemyLink(session)
     assigned = 0
     for order in waiting:
-        async for cand, payable in _free_slots(session, direction, order.from_amount, now):
+        span = unique_span(column_values(direction), order.from_amount)
+        async for cand, payable in _free_slots(link, payment_method, order.from_amount, span, now):
             changes = {
                 "requisite_id": cand.id,
                 "amount_payable": payable,

@@ -11,11 +11,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import BigInteger, bindparam, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.errors import BusinessRuleViolation, Conflict, InvalidRequest
-from greengate.store.db import dialect_name
+from greengate.store.db import table_of
+from greengate.store.links import Link, as_link
 from greengate.store.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 200
@@ -39,35 +40,42 @@ def validate_key(key: str) -> str:
     return key
 
 
+_RECORD = table_of(IdempotencyRecord)
+_FIND = select(_RECORD.c.request_hash, _RECORD.c.response_status, _RECORD.c.response_body).where(
+    _RECORD.c.merchant_id == bindparam("merchant_id"),
+    _RECORD.c.scope == bindparam("scope"),
+    _RECORD.c.key == bindparam("key"),
+)
+_TRY_LOCK = select(func.pg_try_advisory_xact_lock(bindparam("lock_id", type_=BigInteger)).label("locked"))
+_INSERT = insert(_RECORD).values(
+    {name: bindparam(name) for name in ("merchant_id", "scope", "key", "request_hash", "response_status")}
+    | {"response_body": bindparam("response_body"), "created_at": bindparam("created_at")}
+)
+
+
 async def lookup(
-    session: AsyncSession, merchant_id: int, scope: str, key: str, fingerprint: str
+    conn: Link | AsyncSession, merchant_id: int, scope: str, key: str, fingerprint: str
 ) -> StoredResponse | None:
-    if dialect_name(session) == "postgresql":
+    link = as_link(conn)
+    if link.dialect == "postgresql":
         digest = hashlib.sha256(f"{merchant_id}:{scope}:{key}".encode()).digest()
-        lock_id = int.from_bytes(digest[:8], "big", signed=True)
-        got = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id})
-        if not got:
+        got = await link.row(_TRY_LOCK, {"lock_id": int.from_bytes(digest[:8], "big", signed=True)})
+        if got is None or not got["locked"]:
             raise Conflict(
                 "a request with this Idempotency-Key is still being processed", code="idempotency_in_progress"
             )
-    row = await session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.merchant_id == merchant_id,
-            IdempotencyRecord.scope == scope,
-            IdempotencyRecord.key == key,
-        )
-    )
+    row = await link.row(_FIND, {"merchant_id": merchant_id, "scope": scope, "key": key})
     if row is None:
         return None
-    if row.request_hash != fingerprint:
+    if row["request_hash"] != fingerprint:
         raise BusinessRuleViolation(
             "this Idempotency-Key was used with a different request", code="idempotency_mismatch"
         )
-    return StoredResponse(row.response_status, row.response_body)
+    return StoredResponse(row["response_status"], row["response_body"])
 
 
-def remember(
-    session: AsyncSession,
+async def remember(
+    conn: Link | AsyncSession,
     merchant_id: int,
     scope: str,
     key: str,
@@ -75,16 +83,17 @@ def remember(
     response: StoredResponse,
     now: datetime,
 ) -> None:
-    session.add(
-        IdempotencyRecord(
-            merchant_id=merchant_id,
-            scope=scope,
-            key=key,
-            request_hash=fingerprint,
-            response_status=response.status,
-            response_body=response.body,
-            created_at=now,
-        )
+    await as_link(conn).execute(
+        _INSERT,
+        {
+            "merchant_id": merchant_id,
+            "scope": scope,
+            "key": key,
+            "request_hash": fingerprint,
+            "response_status": response.status,
+            "response_body": response.body,
+            "created_at": now,
+        },
     )
 
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.store.db import table_of
+from greengate.store.links import Link, as_link
 from greengate.store.models import DeliveryAttempt, OutboxMessage
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
@@ -51,11 +52,19 @@ def enqueue(
     return message
 
 
-_INSERT = insert(table_of(OutboxMessage))
+_INSERT = insert(table_of(OutboxMessage)).values(
+    {
+        name: bindparam(name)
+        for name in (
+            *("kind", "aggregate", "merchant_id", "payload", "target_url"),
+            *("status", "attempts", "due_at", "created_at"),
+        )
+    }
+)
 
 
 async def enqueue_now(
-    session: AsyncSession,
+    conn: Link | AsyncSession,
     *,
     kind: str,
     aggregate: str,
@@ -68,7 +77,7 @@ async def enqueue_now(
     """`enqueue` written at once by one plain INSERT, past the unit of work (no object to track and
     flush, no id read back): for a hot path that needs no `OutboxMessage` back."""
     row = _row(kind, aggregate, payload, now, due_at=due_at, merchant_id=merchant_id, target_url=target_url)
-    await session.execute(_INSERT, row)
+    await as_link(conn).execute(_INSERT, row)
 
 
 def _row(

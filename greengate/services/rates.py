@@ -53,28 +53,40 @@ def validate_rate_source(source: str) -> str:
     return source
 
 
-async def current_rate(session: AsyncSession, rt: Runtime, direction: Direction, now: datetime) -> LockedRate:
-    source = direction.rate_source
+@dataclass(frozen=True)
+class CachedRate:
+    rate: str
+    fetched_at: datetime
+
+
+def lock_rate(
+    rt: Runtime, source: str, base: str, quote: str, cached: CachedRate | None, now: datetime
+) -> LockedRate:
+    """The rate an order of a direction (rate source, BTC/fiat pair) locks now, given the cached
+    market rate of that source (None when there is none)."""
     pinned = inline_fixed_rate(source)
     if pinned is not None:
         return LockedRate(pinned, source, None)
     if source == FIXED:
-        rate = rt.settings.fixed_rate_map().get(direction.from_currency)
+        rate = rt.settings.fixed_rate_map().get(quote)
         if rate is None:
-            raise Unavailable(f"no fixed rate for {direction.from_currency}", code="rate_unavailable")
+            raise Unavailable(f"no fixed rate for {quote}", code="rate_unavailable")
         return LockedRate(quantize_rate(rate), FIXED, None)
-    row = await session.scalar(
-        select(Rate).where(
-            Rate.source == source, Rate.base == direction.to_currency, Rate.quote == direction.from_currency
-        )
-    )
     max_age = timedelta(seconds=rt.settings.rate_max_age_seconds)
-    if row is None or now - row.fetched_at > max_age:
-        raise Unavailable(
-            f"the {direction.to_currency}/{direction.from_currency} rate is not available right now",
-            code="rate_unavailable",
+    if cached is None or now - cached.fetched_at > max_age:
+        raise Unavailable(f"the {base}/{quote} rate is not available right now", code="rate_unavailable")
+    return LockedRate(Decimal(cached.rate), source, cached.fetched_at)
+
+
+async def current_rate(session: AsyncSession, rt: Runtime, direction: Direction, now: datetime) -> LockedRate:
+    source, base, quote = direction.rate_source, direction.to_currency, direction.from_currency
+    cached = None
+    if source != FIXED and inline_fixed_rate(source) is None:
+        row = await session.scalar(
+            select(Rate).where(Rate.source == source, Rate.base == base, Rate.quote == quote)
         )
-    return LockedRate(Decimal(row.rate), source, row.fetched_at)
+        cached = CachedRate(row.rate, row.fetched_at) if row is not None else None
+    return lock_rate(rt, source, base, quote, cached, now)
 
 
 async def refresh_rates(rt: Runtime, now: datetime) -> dict[str, str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, time
-from typing import Any
+from datetime import UTC, datetime, time
 
-from sqlalchemy import ColumnElement, String, bindparam, func, literal_column, select
+from sqlalchemy import ColumnElement, String, and_, bindparam, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.cards import mask_number, normalize_number
@@ -17,6 +17,7 @@ from greengate.domain.errors import InvalidRequest, NotFound
 from greengate.domain.exchange import OrderStatus
 from greengate.security.encryption import Keyring
 from greengate.services.audit import record_audit
+from greengate.store.links import Link
 from greengate.store.models import ExchangeOrder, Requisite
 
 # Statuses whose amounts count towards a requisite's turnover.
@@ -134,68 +135,82 @@ class Candidate:
 
 
 # Statements built once (building one costs more than running its cached compiled form); the values
-# are bound per use.
-# Each card's awaiting orders are counted by one probe of the partial (requisite, amount) index: a
-# plan that does not hang on the table's statistics (a grouped count joined to the cards was planned
-# as a nested loop re-aggregating every awaiting order once per card).
-_BUSY = (
-    select(func.count())
-    .where(is_awaiting(), ExchangeOrder.requisite_id == Requisite.id)
-    .correlate(Requisite)
-    .scalar_subquery()
-)
-_CANDIDATES = (
-    select(Requisite.id, Requisite.daily_limit, Requisite.turnover_limit, Requisite.number_enc)
+# are bound per use. The active cards of a method, each with the amounts of a range its awaiting
+# orders hold (a range probe of the partial (requisite, amount) index): one row per card and taken
+# amount, or one with a null amount for a card with none taken.
+_SLOTS = (
+    select(
+        Requisite.id,
+        Requisite.daily_limit,
+        Requisite.turnover_limit,
+        Requisite.number_enc,
+        ExchangeOrder.amount_payable.label("taken"),
+    )
+    .select_from(Requisite)
+    .outerjoin(
+        ExchangeOrder,
+        and_(
+            ExchangeOrder.requisite_id == Requisite.id,
+            is_awaiting(),
+            ExchangeOrder.amount_payable.between(bindparam("low"), bindparam("high")),
+        ),
+    )
     .where(Requisite.payment_method == bindparam("payment_method"), Requisite.active.is_(True))
-    .order_by(_BUSY, Requisite.id)
+    .order_by(Requisite.id)
 )
-_TAKEN = select(ExchangeOrder.requisite_id, ExchangeOrder.amount_payable).where(
-    is_awaiting(),
-    ExchangeOrder.requisite_id.in_(bindparam("ids", expanding=True)),
-    ExchangeOrder.amount_payable.between(bindparam("low"), bindparam("high")),
+_LOCK_CARD = select(Requisite.id).where(Requisite.id == bindparam("id")).with_for_update(skip_locked=True)
+_COUNTED = (
+    ExchangeOrder.requisite_id == bindparam("id"),
+    # Written into the SQL (fixed values): a list bound per use would be expanded per execution.
+    ExchangeOrder.status.in_([literal_column(f"'{status}'", String) for status in TURNOVER_STATUSES]),
+    ExchangeOrder.created_at >= bindparam("since"),
 )
+_COUNTED_SUM = select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0).label("total")).where(
+    *_COUNTED
+)
+# Each process starts its search at the next card in turn, so that orders spread over the cards
+# without counting every card's open orders on each create.
+_turn = itertools.count()
 
 
-async def candidates(session: AsyncSession, payment_method: str) -> list[Candidate]:
-    """Active requisites of a method, least busy first, so load spreads across cards."""
-    rows = await session.execute(_CANDIDATES, {"payment_method": payment_method})
-    return [Candidate(r.id, r.daily_limit, r.turnover_limit, r.number_enc) for r in rows]
+async def slots(
+    link: Link, payment_method: str, low: int, high: int
+) -> tuple[list[Candidate], set[tuple[int, int]]]:
+    """The method's active cards, the next in turn first, and the (card, amount) pairs within
+    [low, high] that awaiting orders hold."""
+    rows = await link.rows(_SLOTS, {"payment_method": payment_method, "low": low, "high": high})
+    cards: dict[int, Candidate] = {}
+    taken: set[tuple[int, int]] = set()
+    for r in rows:
+        card_id = r["id"]
+        if card_id not in cards:
+            cards[card_id] = Candidate(card_id, r["daily_limit"], r["turnover_limit"], r["number_enc"])
+        if r["taken"] is not None:
+            taken.add((card_id, r["taken"]))
+    ordered = list(cards.values())
+    if ordered:
+        start = next(_turn) % len(ordered)
+        ordered = ordered[start:] + ordered[:start]
+    return ordered, taken
 
 
-async def taken_amounts(
-    session: AsyncSession, requisite_ids: list[int], low: int, high: int
-) -> set[tuple[int, int]]:
-    """(requisite, amount) pairs held by awaiting orders: a range scan of the partial unique index."""
-    rows = await session.execute(_TAKEN, {"ids": requisite_ids, "low": low, "high": high})
-    return {(r[0], r[1]) for r in rows if r[0] is not None}
-
-
-async def within_limits(session: AsyncSession, cand: Candidate, amount: int, now: datetime) -> bool:
+async def within_limits(link: Link, cand: Candidate, amount: int, now: datetime) -> bool:
     """Turnover check under the requisite's row lock; a requisite locked by another order is skipped."""
     if cand.daily_limit is None and cand.turnover_limit is None:
         return True
-    locked = await session.scalar(
-        select(Requisite.id).where(Requisite.id == cand.id).with_for_update(skip_locked=True)
-    )
-    if locked is None:
+    if await link.row(_LOCK_CARD, {"id": cand.id}) is None:
         return False
-    base: list[Any] = [ExchangeOrder.requisite_id == cand.id, ExchangeOrder.status.in_(TURNOVER_STATUSES)]
-    if cand.turnover_limit is not None:
-        total = await session.scalar(
-            select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0)).where(*base)
-        )
-        if int(total or 0) + amount > cand.turnover_limit:
-            return False
-    if cand.daily_limit is not None:
-        day_start = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
-        today = await session.scalar(
-            select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0)).where(
-                *base, ExchangeOrder.created_at >= day_start
-            )
-        )
-        if int(today or 0) + amount > cand.daily_limit:
+    day_start = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+    for limit, since in ((cand.turnover_limit, _EPOCH), (cand.daily_limit, day_start)):
+        if limit is None:
+            continue
+        counted = await link.row(_COUNTED_SUM, {"id": cand.id, "since": since})
+        if int(counted["total"] if counted else 0) + amount > limit:
             return False
     return True
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def allocation_choices(

@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Table, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -17,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm.attributes import set_committed_value
+
+from greengate.store.links import AsyncpgPool, Link, SqlAlchemyLink
 
 
 def is_sqlite(url: str) -> bool:
@@ -61,6 +62,11 @@ def table_of(model: type[DeclarativeBase]) -> Table:
     return table
 
 
+def column_values(row: DeclarativeBase) -> dict[str, Any]:
+    """A mapped object's column values by column name, as a Core row of its table would hold them."""
+    return {c.key: getattr(row, c.key) for c in table_of(type(row)).columns}
+
+
 async def update_versioned(session: AsyncSession, row: Any, values: dict[str, Any]) -> bool:
     """Write `values` (the next `version` among them) to `row` only if its version is still the one
     read, and mirror them on the object; False when another transaction changed the row first."""
@@ -88,8 +94,9 @@ class Database:
         self.engine = create_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.dialect = self.engine.dialect.name
-        # Shares the engine's pool; the isolation level is set on the connection at checkout.
-        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._driver_pool = (
+            AsyncpgPool(url, self.engine.dialect, pool_size) if self.dialect == "postgresql" else None
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -98,16 +105,18 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def single_statement(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for a read-only use case that runs one Core statement, without an ORM session.
-        On PostgreSQL it runs without BEGIN and COMMIT (a statement is atomic and reads one snapshot
-        on its own): two round trips fewer. SQLite keeps its ordinary transaction."""
-        if self.dialect != "postgresql":
-            async with self.engine.begin() as conn:
-                yield conn
+    async def link(self, *, transaction: bool = True) -> AsyncIterator[Link]:
+        """A `Link` for a hot path's Core statements, in one transaction. `transaction=False` is for a
+        use case of one statement: on PostgreSQL it then runs without BEGIN and COMMIT (a statement is
+        atomic and reads one snapshot on its own), two round trips fewer; SQLite keeps its transaction."""
+        if self._driver_pool is not None:
+            async with self._driver_pool.link(transaction=transaction) as link:
+                yield link
             return
-        async with self._autocommit_engine.connect() as conn:
-            yield conn
+        async with self.engine.begin() as conn:
+            yield SqlAlchemyLink(conn)
 
     async def dispose(self) -> None:
+        if self._driver_pool is not None:
+            await self._driver_pool.close()
         await self.engine.dispose()

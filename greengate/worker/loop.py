@@ -37,6 +37,7 @@ from greengate.services.merchants import secret_key, webhook_secret
 from greengate.services.rates import refresh_rates
 from greengate.services.requisites import requisite_numbers
 from greengate.services.saved_cards import CARD_EXPIRE_JOB, CARD_RESULT_CALLBACK
+from greengate.store.db import column_values
 from greengate.store.models import ExchangeOrder, Merchant, OutboxMessage, Payment
 from greengate.worker import card_storage_callbacks, merchant_callbacks, operation_callbacks, payout_jobs
 from greengate.worker.http_delivery import deliver
@@ -187,7 +188,8 @@ class Worker:
             assert merchant is not None and order is not None
             numbers = await requisite_numbers(session, self.rt.keyring, {order.requisite_id} - {None})  # type: ignore[arg-type]
             secret = webhook_secret(self.rt.keyring, merchant)
-        data = order_wire(order, numbers.get(order.requisite_id or 0, ""), self.rt.settings.public_base_url)
+        number = numbers.get(order.requisite_id or 0, "")
+        data = order_wire(column_values(order), number, self.rt.settings.public_base_url)
         # The event reports the status it was raised for, even if the order has moved on since.
         data["order_status"] = message.payload["order_status"]
         body = dumps(

@@ -12,21 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from greengate.api.exchange import schemas
-from greengate.api.exchange.wire import direction_wire, dumps, error_body, error_status, order_wire
-from greengate.api.jsonbody import parse_json_object
+from greengate.api.exchange import orders, schemas
+from greengate.api.exchange.wire import direction_wire, dumps, error_body, error_status
 from greengate.clock import utcnow
 from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
 from greengate.domain.money import parse_amount
 from greengate.runtime import Runtime
 from greengate.security.tokens import constant_time_equals
-from greengate.services import idempotency
 from greengate.services.directions import list_directions
 from greengate.services.exchange_orders import (
-    CreateOrderRequest,
     cancel_orders,
-    client_orders,
-    create_order,
 )
 from greengate.services.merchants import authenticate_api_secret
 from greengate.services.rates import current_rate
@@ -35,7 +30,6 @@ from greengate.store.models import Merchant
 
 log = structlog.get_logger(__name__)
 JSON = "application/json"
-MAX_IDS = 500
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -80,19 +74,11 @@ def _rt(request: Request) -> Runtime:
 
 
 async def _json(request: Request, rt: Runtime) -> tuple[bytes, dict[str, Any]]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != JSON:
-        raise InvalidRequest(
-            "the Exchange API accepts only JSON bodies (Content-Type: application/json)",
-            code="unsupported_media_type",
-        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > rt.settings.max_request_bytes:
         raise InvalidRequest("request body is too large", code="payload_too_large")
     body = await request.body()
-    if len(body) > rt.settings.max_request_bytes:
-        raise InvalidRequest("request body is too large", code="payload_too_large")
-    return body, parse_json_object(body)
+    return body, orders.json_object(rt, request.headers.get("content-type", ""), body)
 
 
 async def _receive_body(request: Request, rt: Runtime) -> None:
@@ -111,35 +97,6 @@ async def _merchant(session: AsyncSession, api_secret: str | None) -> Merchant:
     if merchant is None:
         raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
     return merchant
-
-
-def _text(data: dict[str, Any], name: str, *, max_length: int = 200) -> str:
-    value = data.get(name)
-    if value is None:
-        raise InvalidRequest(f"{name} is required", code="missing_field", field=name)
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string", code="invalid_field", field=name)
-    if len(value) > max_length:
-        raise InvalidRequest(f"{name} is too long", code="invalid_field", field=name)
-    return value
-
-
-def _order_ids(data: dict[str, Any]) -> list[int]:
-    raw = data.get("order_id")
-    if raw is None:
-        raise InvalidRequest("order_id is required", code="missing_field", field="order_id")
-    items = raw if isinstance(raw, list) else [raw]
-    if len(items) > MAX_IDS:
-        raise InvalidRequest(
-            f"at most {MAX_IDS} order ids per request", code="invalid_field", field="order_id"
-        )
-    ids: list[int] = []
-    for item in items:
-        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise InvalidRequest("order_id must be numeric ids", code="invalid_field", field="order_id")
-        ids.append(int(text))
-    return ids
 
 
 @router.get("/directions", response_model=list[schemas.DirectionOut], responses=schemas.ERRORS)
@@ -171,43 +128,11 @@ async def post_order_create(
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
 ) -> Response:
     """Create an order: lock the rate, assign requisites (or leave it unconfirmed until one frees up)."""
-    rt = _rt(request)
-    now = utcnow()
-    await _receive_body(request, rt)
-    async with rt.db.transaction() as session:
-        merchant = await _merchant(session, api_secret)
-        raw, data = await _json(request, rt)
-        from_amount = data.get("from_amount")
-        if from_amount is None:
-            raise InvalidRequest("from_amount is required", code="missing_field", field="from_amount")
-        req = CreateOrderRequest(
-            payment_method=_text(data, "payment_method", max_length=32),
-            wallet=_text(data, "wallet", max_length=100),
-            from_amount=from_amount,
-        )
-        fingerprint = ""
-        if idempotency_key is not None:
-            idempotency.validate_key(idempotency_key)
-            fingerprint = idempotency.request_fingerprint("POST", request.url.path, raw)
-            stored = await idempotency.lookup(
-                session, merchant.id, "order.create", idempotency_key, fingerprint
-            )
-            if stored is not None:
-                return Response(stored.body, status_code=stored.status, media_type=JSON)
-        created = await create_order(session, rt, merchant, req, now)
-        item = order_wire(created.order, created.requisite_number, rt.settings.public_base_url)
-        body = dumps({"response": "success", "items": [item]})
-        if idempotency_key is not None:
-            idempotency.remember(
-                session,
-                merchant.id,
-                "order.create",
-                idempotency_key,
-                fingerprint,
-                idempotency.StoredResponse(200, body.decode()),
-                now,
-            )
-    return Response(body, media_type=JSON)
+    body = await request.body()
+    ctype = request.headers.get("content-type", "")
+    work = orders.create(_rt(request), api_secret, idempotency_key, ctype, body)
+    status, out = await orders.answer(request.url.path, work)
+    return Response(out, status_code=status, media_type=JSON)
 
 
 @router.post(
@@ -218,25 +143,10 @@ async def post_order_create(
 )
 async def post_order_check(request: Request, api_secret: str | None = ApiSecret) -> Response:
     """The client's own orders among the ids; others' and unknown ids are simply absent."""
-    rt = _rt(request)
-    await _receive_body(request, rt)
-    if not api_secret:
-        raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
-    async with rt.db.single_statement() as conn:
-        try:
-            _, data = await _json(request, rt)
-            ids = _order_ids(data)
-        except DomainError:
-            # A wrong secret is refused before a bad body.
-            if await client_orders(conn, rt.keyring, api_secret, []) is None:
-                raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
-            raise
-        found = await client_orders(conn, rt.keyring, api_secret, ids)
-    if found is None:
-        raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
-    base = rt.settings.public_base_url
-    rendered = [order_wire(order, number, base) for order, number in found]
-    return json_response({"result": "true", "data": {"orders": rendered}})
+    body = await request.body()
+    ctype = request.headers.get("content-type", "")
+    status, out = await orders.answer(request.url.path, orders.check(_rt(request), api_secret, ctype, body))
+    return Response(out, status_code=status, media_type=JSON)
 
 
 @router.post(
@@ -253,7 +163,7 @@ async def post_order_cancel(request: Request, api_secret: str | None = ApiSecret
     async with rt.db.transaction() as session:
         merchant = await _merchant(session, api_secret)
         _, data = await _json(request, rt)
-        outcomes = await cancel_orders(session, rt, merchant, _order_ids(data), now)
+        outcomes = await cancel_orders(session, rt, merchant, orders.order_ids(data), now)
     canceled = [{"order_id": str(o.order_id), "order_status": o.status} for o in outcomes if o.canceled]
     failed = [
         {"order_id": str(o.order_id), "order_status": o.status, "error": "order can no longer be canceled"}
@@ -302,7 +212,7 @@ async def post_incoming_transfer(
     actor = _operator(rt, authorization)
     now = utcnow()
     _, data = await _json(request, rt)
-    currency = _text(data, "currency", max_length=8).upper()
+    currency = orders.text_field(data, "currency", max_length=8).upper()
     external_id = data.get("external_id")
     if external_id is not None and (not isinstance(external_id, str) or not 0 < len(external_id) <= 100):
         raise InvalidRequest("external_id must be a string of 1-100 characters", field="external_id")
@@ -312,7 +222,7 @@ async def post_incoming_transfer(
     if amount <= 0:
         raise InvalidRequest("amount must be greater than 0", field="amount")
     transfer = TransferInput(
-        requisite_number=_text(data, "requisite", max_length=40),
+        requisite_number=orders.text_field(data, "requisite", max_length=40),
         amount=amount,
         currency=currency,
         external_id=external_id,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -53,46 +54,21 @@ def percent_number(text: str) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
 
-class OrderFields(Protocol):
-    """What the wire shows of an order: an `ExchangeOrder`, or a row of its columns."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def exchange_rate(self) -> str: ...
-    @property
-    def amount_payable(self) -> int: ...
-    @property
-    def currency(self) -> str: ...
-    @property
-    def amount_receivable(self) -> int: ...
-    @property
-    def wallet(self) -> str: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def updated_at(self) -> datetime: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def expires_at(self) -> datetime: ...
-    @property
-    def access_token(self) -> str: ...
-
-
-def order_wire(order: OrderFields, wallet_payment: str, base_url: str) -> dict[str, Any]:
+def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> dict[str, Any]:
+    """An order as the wire shows it, from its columns (a row, or `column_values` of the object)."""
+    currency = order["currency"]
     return {
-        "order_id": str(order.id),
-        "exchange_rate": order.exchange_rate,
-        "amount_payable": fiat_text(order.amount_payable, order.currency),
-        "amount_receivable": format_minor(order.amount_receivable, "BTC"),
+        "order_id": str(order["id"]),
+        "exchange_rate": order["exchange_rate"],
+        "amount_payable": fiat_text(order["amount_payable"], currency),
+        "amount_receivable": format_minor(order["amount_receivable"], "BTC"),
         "wallet_payment": wallet_payment,
-        "clients_wallet": order.wallet,
-        "created_at": wire_time(order.created_at),
-        "updated_at": wire_time(order.updated_at),
-        "order_status": order.status,
-        "expires_at": wire_time(order.expires_at),
-        "fast_link": f"{base_url.rstrip('/')}/pay/order/{order.access_token}",
+        "clients_wallet": order["wallet"],
+        "created_at": wire_time(order["created_at"]),
+        "updated_at": wire_time(order["updated_at"]),
+        "order_status": order["status"],
+        "expires_at": wire_time(order["expires_at"]),
+        "fast_link": f"{base_url.rstrip('/')}/pay/order/{order['access_token']}",
     }
 
 

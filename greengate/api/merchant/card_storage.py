@@ -185,7 +185,7 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
     else:
         payment = await saved_cards.init_charge(session, rt, call.merchant, req, card, call.now)
         if key is not None:
-            idempotency.remember(
+            await idempotency.remember(
                 session,
                 call.merchant.id,
                 "card_init",

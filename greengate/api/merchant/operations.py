@@ -79,7 +79,7 @@ async def _once(
             return _as_params(stored.body)
     fields = await act()
     for scope, key in keys:
-        idempotency.remember(
+        await idempotency.remember(
             session,
             call.merchant.id,
             scope,

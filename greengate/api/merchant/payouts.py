@@ -234,7 +234,7 @@ def _creator(kind: PayoutKind, header_key: str | None) -> Handler:
         else:
             answer = payouts.first_answer(payout)
         if key is not None:
-            idempotency.remember(
+            await idempotency.remember(
                 session,
                 merchant.id,
                 call.script,

@@ -32,7 +32,7 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
     else:
         payment = await init_payment(session, rt, call.merchant, req, call.now)
         if key is not None:
-            idempotency.remember(
+            await idempotency.remember(
                 session,
                 call.merchant.id,
                 "init_payment",

@@ -1,0 +1,238 @@
+"""order/check and order/create, the Exchange API's busiest endpoints, from request bytes to response
+bytes. The FastAPI routes document them (/docs) and call them; `OrderEndpoints` serves a request to
+their exact path straight from the ASGI stack, without the framework's routing, dependency solving and
+request objects, which cost several times the endpoint's own work."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from greengate.api.exchange.wire import dumps, error_body, error_status, order_wire
+from greengate.api.jsonbody import parse_json_object
+from greengate.clock import utcnow
+from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
+from greengate.runtime import Runtime
+from greengate.services import idempotency
+from greengate.services.exchange_orders import CreateOrderRequest, client_orders, create_order, order_context
+
+log = structlog.get_logger(__name__)
+JSON = "application/json"
+MAX_IDS = 500
+CHECK_PATH = "/api/v2/order/check"
+CREATE_PATH = "/api/v2/order/create"
+Answer = tuple[int, bytes]
+
+
+def json_object(rt: Runtime, content_type: str, body: bytes) -> dict[str, Any]:
+    if content_type.split(";")[0].strip().lower() != JSON:
+        raise InvalidRequest(
+            "the Exchange API accepts only JSON bodies (Content-Type: application/json)",
+            code="unsupported_media_type",
+        )
+    if len(body) > rt.settings.max_request_bytes:
+        raise InvalidRequest("request body is too large", code="payload_too_large")
+    return parse_json_object(body)
+
+
+def text_field(data: dict[str, Any], name: str, *, max_length: int = 200) -> str:
+    value = data.get(name)
+    if value is None:
+        raise InvalidRequest(f"{name} is required", code="missing_field", field=name)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string", code="invalid_field", field=name)
+    if len(value) > max_length:
+        raise InvalidRequest(f"{name} is too long", code="invalid_field", field=name)
+    return value
+
+
+def order_ids(data: dict[str, Any]) -> list[int]:
+    raw = data.get("order_id")
+    if raw is None:
+        raise InvalidRequest("order_id is required", code="missing_field", field="order_id")
+    items = raw if isinstance(raw, list) else [raw]
+    if len(items) > MAX_IDS:
+        raise InvalidRequest(
+            f"at most {MAX_IDS} order ids per request", code="invalid_field", field="order_id"
+        )
+    ids: list[int] = []
+    for item in items:
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise InvalidRequest("order_id must be numeric ids", code="invalid_field", field="order_id")
+        ids.append(int(text))
+    return ids
+
+
+def error_answer(error: DomainError) -> Answer:
+    return error_status(error), dumps(error_body(error))
+
+
+async def answer(path: str, work: Awaitable[Answer]) -> Answer:
+    """The endpoint's answer; a failure in the spec's error shape, never a traceback."""
+    try:
+        return await work
+    except DomainError as exc:
+        return error_answer(exc)
+    except Exception:
+        log.exception("exchange_api_unhandled", path=path)
+        return error_answer(Unavailable("internal error; the request was not applied", code="internal_error"))
+
+
+async def check(rt: Runtime, api_secret: str | None, content_type: str, body: bytes) -> Answer:
+    """The client's own orders among the ids; others' and unknown ids are simply absent."""
+    if not api_secret:
+        raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
+    async with rt.db.link(transaction=False) as link:
+        try:
+            ids = order_ids(json_object(rt, content_type, body))
+        except DomainError:
+            # A wrong secret is refused before a bad body.
+            if await client_orders(link, rt.keyring, api_secret, []) is None:
+                raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
+            raise
+        found = await client_orders(link, rt.keyring, api_secret, ids)
+    if found is None:
+        raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
+    base = rt.settings.public_base_url
+    rendered = [order_wire(order, number, base) for order, number in found]
+    return 200, dumps({"result": "true", "data": {"orders": rendered}})
+
+
+async def create(
+    rt: Runtime,
+    api_secret: str | None,
+    idempotency_key: str | None,
+    content_type: str,
+    body: bytes,
+) -> Answer:
+    """Create an order: lock the rate, assign requisites (or leave it unconfirmed until one frees up)."""
+    if not api_secret:
+        raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
+    now = utcnow()
+    async with rt.db.link() as link:
+        try:
+            data = json_object(rt, content_type, body)
+            if data.get("from_amount") is None:
+                raise InvalidRequest("from_amount is required", code="missing_field", field="from_amount")
+            request = CreateOrderRequest(
+                payment_method=text_field(data, "payment_method", max_length=32),
+                wallet=text_field(data, "wallet", max_length=100),
+                from_amount=data["from_amount"],
+            )
+        except DomainError:
+            if await order_context(link, api_secret, "") is None:
+                raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
+            raise
+        ctx = await order_context(link, api_secret, request.payment_method)
+        if ctx is None:
+            raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
+        fingerprint = ""
+        if idempotency_key is not None:
+            idempotency.validate_key(idempotency_key)
+            fingerprint = idempotency.request_fingerprint("POST", CREATE_PATH, body)
+            stored = await idempotency.lookup(
+                link, ctx.client_id, "order.create", idempotency_key, fingerprint
+            )
+            if stored is not None:
+                return stored.status, stored.body.encode()
+        created = await create_order(link, rt, ctx, request, now)
+        item = order_wire(created.order, created.requisite_number, rt.settings.public_base_url)
+        out = dumps({"response": "success", "items": [item]})
+        if idempotency_key is not None:
+            await idempotency.remember(
+                link,
+                ctx.client_id,
+                "order.create",
+                idempotency_key,
+                fingerprint,
+                idempotency.StoredResponse(200, out.decode()),
+                now,
+            )
+    return 200, out
+
+
+class _Route:
+    """What `scope["route"]` holds for the access metrics, as the router's routes do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+Endpoint = Callable[[Runtime, dict[bytes, bytes], bytes], Awaitable[Answer]]
+
+
+async def _check(rt: Runtime, headers: dict[bytes, bytes], body: bytes) -> Answer:
+    return await check(rt, _header(headers, b"api-secret"), _header(headers, b"content-type") or "", body)
+
+
+async def _create(rt: Runtime, headers: dict[bytes, bytes], body: bytes) -> Answer:
+    return await create(
+        rt,
+        _header(headers, b"api-secret"),
+        _header(headers, b"idempotency-key"),
+        _header(headers, b"content-type") or "",
+        body,
+    )
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+class OrderEndpoints:
+    """ASGI middleware serving POST order/check and order/create; everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.endpoints: dict[str, tuple[_Route, Endpoint]] = {
+            CHECK_PATH: (_Route(CHECK_PATH), _check),
+            CREATE_PATH: (_Route(CREATE_PATH), _create),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.endpoints.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        route, handle = endpoint
+        scope["route"] = route
+        rt: Runtime = scope["app"].state.runtime
+        headers = dict(scope["headers"])
+        body = await _read_body(receive, headers.get(b"content-length"), rt.settings.max_request_bytes)
+        if body is None:
+            status, out = error_answer(InvalidRequest("request body is too large", code="payload_too_large"))
+        else:
+            status, out = await answer(route.path, handle(rt, headers, body))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))],
+            }
+        )
+        await send({"type": "http.response.body", "body": out})
+
+
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
+    """The whole body, taken in before a transaction opens (a slow client holds no connection);
+    None when it is larger than the limit."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client left; the answer goes nowhere
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -1,0 +1,166 @@
+"""Core statements run at the driver's cost on the hot paths.
+
+A `Link` runs SQLAlchemy Core statements and hands back rows as mappings. On PostgreSQL it is an
+asyncpg connection from a pool of the database's own: each statement is compiled once to its `$n`
+form and sent as a prepared statement, without SQLAlchemy's per-execution work (about three times the
+driver's own cost per statement). On SQLite, and over an ORM session, the same statements go through
+SQLAlchemy, so every use case is written once for both databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, cast
+
+import asyncpg
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import Compiled
+
+Row = Mapping[str, Any]
+
+
+class Link(Protocol):
+    """One connection, inside a transaction or (PostgreSQL, `Database.link`) running each statement
+    on its own."""
+
+    dialect: str
+
+    async def rows(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Row]: ...
+
+    async def row(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None: ...
+
+    async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None: ...
+
+
+class SqlAlchemyLink:
+    """A link over an SQLAlchemy connection or session (SQLite, and use cases already in a session)."""
+
+    def __init__(self, conn: AsyncConnection | AsyncSession) -> None:
+        self.conn = conn
+        bind = conn.get_bind() if isinstance(conn, AsyncSession) else conn
+        self.dialect = bind.dialect.name
+
+    async def rows(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Row]:
+        return cast(Sequence[Row], (await self.conn.execute(stmt, dict(params))).mappings().all())
+
+    async def row(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
+        return cast(Row | None, (await self.conn.execute(stmt, dict(params))).mappings().first())
+
+    async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
+        await self.conn.execute(stmt, dict(params))
+
+
+def as_link(conn: Link | AsyncSession | AsyncConnection) -> Link:
+    """A link for a use case called from a session's transaction as well as from a hot path."""
+    if isinstance(conn, AsyncSession | AsyncConnection):
+        return SqlAlchemyLink(conn)
+    return conn
+
+
+class _Compiled:
+    """A statement's PostgreSQL text and the order of its parameters, compiled once."""
+
+    __slots__ = ("constants", "names", "sql", "stmt")
+
+    def __init__(self, stmt: Executable, compiled: Compiled) -> None:
+        self.stmt = stmt  # kept alive: the cache is keyed by its id
+        self.sql = compiled.string
+        self.names: tuple[str, ...] = tuple(getattr(compiled, "positiontup", None) or ())
+        # Literals the statement binds itself (`coalesce(x, 0)`), not named by the caller.
+        self.constants = {
+            name: bind.value
+            for name, bind in compiled.binds.items()  # type: ignore[attr-defined]
+            if name in self.names and bind.value is not None and not bind.required
+        }
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        if self.constants:
+            params = {**self.constants, **params}
+        return [params[name] for name in self.names]
+
+
+class AsyncpgLink:
+    dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection, statements: StatementCache) -> None:
+        self.conn = conn
+        self.statements = statements
+
+    async def rows(self, stmt: Executable, params: Mapping[str, Any]) -> Sequence[Row]:
+        c = self.statements.get(stmt)
+        return await self.conn.fetch(c.sql, *c.args(params))  # type: ignore[no-any-return]
+
+    async def row(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
+        c = self.statements.get(stmt)
+        return await self.conn.fetchrow(c.sql, *c.args(params))  # type: ignore[no-any-return]
+
+    async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
+        c = self.statements.get(stmt)
+        await self.conn.execute(c.sql, *c.args(params))
+
+
+class StatementCache:
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._by_id: dict[int, _Compiled] = {}
+
+    def get(self, stmt: Executable) -> _Compiled:
+        found = self._by_id.get(id(stmt))
+        if found is None:
+            compiled = stmt.compile(dialect=self.dialect)  # type: ignore[attr-defined]
+            if getattr(compiled, "post_compile_params", None):
+                raise ValueError("a link's statements take no expanding parameters: use = ANY(array)")
+            found = self._by_id[id(stmt)] = _Compiled(stmt, compiled)
+        return found
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset (advisory unlocks, CLOSE ALL, UNLISTEN, RESET ALL) costs a round trip per
+    # use; links set no session state, so only an unfinished transaction needs ending.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+# The hot paths' statements are index lookups whose best plan does not depend on the values bound:
+# one generic plan per connection spares planning each execution (most of a point lookup's cost).
+# JIT only pays off for long analytical queries.
+_SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+
+
+class AsyncpgPool:
+    """The database's own asyncpg connections, opened as needed up to `size`."""
+
+    def __init__(self, url: str, dialect: Dialect, size: int) -> None:
+        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.size = size
+        self.statements = StatementCache(dialect)
+        self._pool: asyncpg.Pool | None = None
+
+    async def _get(self) -> asyncpg.Pool:
+        if self._pool is None:
+            pool = await asyncpg.create_pool(
+                self.dsn, min_size=0, max_size=self.size, reset=_no_reset, server_settings=_SESSION
+            )
+            if self._pool is None:
+                self._pool = pool
+            else:  # another task created it meanwhile
+                await pool.close()
+        return self._pool
+
+    @asynccontextmanager
+    async def link(self, *, transaction: bool) -> AsyncIterator[Link]:
+        pool = await self._get()
+        async with pool.acquire() as conn:
+            if transaction:
+                async with conn.transaction():
+                    yield AsyncpgLink(conn, self.statements)
+            else:
+                yield AsyncpgLink(conn, self.statements)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,121 @@
+"""Links: Core statements run on the hot paths' connections, the same on both databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import BigInteger, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from greengate.clock import utcnow
+from greengate.runtime import Runtime
+from greengate.store.db import table_of
+from greengate.store.models import Rate
+
+RATES = table_of(Rate)
+INSERT_RATE = (
+    insert(RATES)
+    .values({name: bindparam(name) for name in ("source", "base", "quote", "rate", "fetched_at")})
+    .returning(RATES.c.id)
+)
+# A literal bound by the statement itself (the 0), next to the caller's values.
+COUNT = select(func.coalesce(func.count(RATES.c.id), 0).label("n")).where(
+    RATES.c.source == bindparam("source")
+)
+BY_IDS = select(RATES.c.id, RATES.c.rate).where(
+    RATES.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger)))
+)
+EXPANDING = select(RATES.c.id).where(RATES.c.id.in_(bindparam("ids", expanding=True)))
+
+
+async def add_rate(rt: Runtime, source: str, rate: str, quote: str = "RUB") -> Any:
+    async with rt.db.link() as link:
+        row = await link.row(
+            INSERT_RATE,
+            {"source": source, "base": "BTC", "quote": quote, "rate": rate, "fetched_at": utcnow()},
+        )
+    assert row is not None
+    return row["id"]
+
+
+async def test_a_link_writes_in_a_transaction_and_reads_rows_by_name(rt: Runtime) -> None:
+    first = await add_rate(rt, "links", "100.5")
+    await add_rate(rt, "links", "101", quote="KZT")
+
+    async with rt.db.link(transaction=False) as link:
+        counted = await link.row(COUNT, {"source": "links"})
+        none = await link.row(COUNT, {"source": "absent"})
+
+    assert (counted is not None and counted["n"], none is not None and none["n"]) == (2, 0)
+    assert first is not None
+
+
+async def test_a_failing_transaction_leaves_nothing(rt: Runtime) -> None:
+    with pytest.raises(RuntimeError):
+        async with rt.db.link() as link:
+            await link.row(
+                INSERT_RATE,
+                {"source": "rolled", "base": "BTC", "quote": "RUB", "rate": "1", "fetched_at": utcnow()},
+            )
+            raise RuntimeError("the use case fails after its insert")
+
+    async with rt.db.link(transaction=False) as link:
+        counted = await link.row(COUNT, {"source": "rolled"})
+    assert counted is not None and counted["n"] == 0
+
+
+async def test_postgresql_links_bind_arrays_and_refuse_expanding_lists(rt: Runtime) -> None:
+    if rt.db.dialect != "postgresql":
+        pytest.skip("arrays and compiled statements are the PostgreSQL link's")
+    ids = [await add_rate(rt, "arrays", "7"), await add_rate(rt, "arrays", "8", quote="KZT")]
+
+    async with rt.db.link(transaction=False) as link:
+        rows = await link.rows(BY_IDS, {"ids": ids})
+        with pytest.raises(ValueError, match="expanding"):
+            await link.rows(EXPANDING, {"ids": ids})
+
+    assert sorted((r["id"], r["rate"]) for r in rows) == sorted(zip(ids, ["7", "8"], strict=True))
+
+
+async def test_postgresql_links_plan_once_per_connection(rt: Runtime) -> None:
+    if rt.db.dialect != "postgresql":
+        pytest.skip("a PostgreSQL session setting")
+    async with rt.db.link(transaction=False) as link:
+        row = await link.row(select(func.current_setting("plan_cache_mode").label("mode")), {})
+    assert row is not None and row["mode"] == "force_generic_plan"
+
+
+async def test_order_endpoints_leave_other_methods_and_paths_to_the_app(
+    app_client: httpx.AsyncClient,
+) -> None:
+    # GET on an endpoint path and a neighbouring path are the framework's: 405 and 404 as usual.
+    wrong_method = await app_client.get("/api/v2/order/check")
+    neighbour = await app_client.post("/api/v2/order/checks", json={})
+
+    assert wrong_method.status_code == 405
+    assert (neighbour.status_code, neighbour.json()["code"]) == (404, "not_found")
+
+
+async def test_order_endpoints_answer_with_access_metrics_and_request_id(
+    app_client: httpx.AsyncClient,
+) -> None:
+    response = await app_client.post("/api/v2/order/check", json={"order_id": ["1"]})
+    metrics = (await app_client.get("/metrics")).text
+
+    assert (response.status_code, response.json()["code"]) == (401, "missing_api_secret")
+    assert response.headers["x-request-id"]
+    assert 'route="/api/v2/order/check",status="401"' in metrics
+
+
+async def test_order_endpoints_refuse_an_oversized_body_before_reading_it(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    big = b"x" * (rt.settings.max_request_bytes + 1)
+    response = await app_client.post(
+        "/api/v2/order/create",
+        content=big,
+        headers={"Api-Secret": "gg_x", "Content-Type": "application/json"},
+    )
+    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
