@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         req_lo, req_hi = seed_requisites(run, args.requisites)
 
         run.start_server()
+        run.prime(CreateOrders(merchant["api_secret"]))
         create = run.load(CreateOrders(merchant["api_secret"]))
         run.settle(after="create")
         # Every order the client owns, including those whose answers came after the window closed.

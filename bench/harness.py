@@ -49,6 +49,7 @@ REQUEST_TIMEOUT = 30.0
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 SETTLE_TIMEOUT = 20.0
+PRIME_SECONDS = 3.0  # unrecorded write load before a measured write phase
 CLI_TIMEOUT = 120.0
 ERROR_SAMPLES = 5
 
@@ -1009,7 +1010,14 @@ class BenchRun:
         stop_process(self.server)
         self.server = None
 
-    def load(self, workload: Workload) -> PhaseSummary:
+    def prime(self, workload: Workload, seconds: float = PRIME_SECONDS) -> None:
+        """An unrecorded run of a write workload, then ANALYZE (`settle`): the measured phase then runs
+        on tables that hold rows and statistics of them, as on a server that has been taking requests.
+        Without it a server whose autovacuum is off keeps the plans it made for empty tables."""
+        self.load(workload, duration=seconds, label="priming ")
+        self.settle(after=f"priming {workload.name}")
+
+    def load(self, workload: Workload, *, duration: float | None = None, label: str = "") -> PhaseSummary:
         """One HTTP phase: the connections spread over the load processes, each with its own seed."""
         assert self.server is not None, "start_server() first"
         if self._pool is None:
@@ -1025,7 +1033,7 @@ class BenchRun:
                 "workload": workload,
                 "connections": n,
                 "warmup": self.args.warmup,
-                "duration": float(self.args.duration),
+                "duration": float(self.args.duration if duration is None else duration),
                 "max_requests": max(1, self.args.max_requests // procs),
                 "server_pid": self.server.pid,
                 "database": self.database,
@@ -1035,9 +1043,9 @@ class BenchRun:
             if n > 0
         ]
         futures = [self._pool.submit(load_process, spec) for spec in specs]
-        timeout = self.args.warmup + self.args.duration + REQUEST_TIMEOUT + 60
+        timeout = self.args.warmup + specs[0]["duration"] + REQUEST_TIMEOUT + 60
         summary = summarize(workload.name, [f.result(timeout=timeout) for f in futures], workload.flag_label)
-        print(f"{summary.name}: {summary.rps:.1f} req/s, {summary.errors} errors", flush=True)
+        print(f"{label}{summary.name}: {summary.rps:.1f} req/s, {summary.errors} errors", flush=True)
         return summary
 
     def settle(self, after: str) -> None:

@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         merchant_id, secret_key = int(merchant["merchant_id"]), merchant["secret_key"]
 
         run.start_server()
+        run.prime(InitPayments(merchant_id, secret_key))
         init = run.load(InitPayments(merchant_id, secret_key))
         run.settle(after="init_payment")
         # Every payment of the merchant, including those whose answers came after the window closed.
