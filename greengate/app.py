@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -48,7 +48,8 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        request_id = uuid.uuid4().hex[:16]
+        # A correlation id for the logs, not a secret: the cheap generator will do.
+        request_id = f"{random.getrandbits(64):016x}"
         structlog.contextvars.bind_contextvars(request_id=request_id)
 
         async def send_wrapper(message: Message) -> None:

@@ -6,6 +6,7 @@ them); outputs to those are not yet protected by consensus, so payout code shoul
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -257,6 +258,9 @@ def _segwit_kind(version: int, program: bytes) -> str:
     return "witness_unknown"
 
 
+# Clients pay out to the same few wallets over and over: a checksum in pure Python is worth keeping.
+# Only valid addresses are kept (a refusal raises), and the results are immutable.
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str, network: Network) -> tuple[BitcoinAddress, bytes]:
     """Validate `text` for `network`, returning the address and its scriptPubKey."""
     network = Network(network)
