@@ -10,14 +10,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, any_, bindparam, insert, select, text
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, any_, bindparam, insert, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.bitcoin_address import parse_address
-from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, NotFound
+from greengate.domain.errors import BusinessRuleViolation, DomainError, InvalidRequest, NotFound
 from greengate.domain.exchange import OPEN_STATUSES, OrderStatus, check_transition
 from greengate.domain.money import format_minor, parse_amount
 from greengate.domain.pricing import amount_receivable_sat
@@ -29,10 +29,15 @@ from greengate.services import ledger, outbox
 from greengate.services.merchants import ACTIVE_SECRET_OWNER, api_secret_digest
 from greengate.services.rates import CachedRate, lock_rate
 from greengate.services.requisites import (
+    ALL_CARDS,
+    CARDS_IN_TURN,
+    SLOT_COLUMNS,
     Candidate,
     allocation_choices,
     decrypt_number,
+    gather_slots,
     slots,
+    taken_between,
     within_limits,
 )
 from greengate.store.db import column_values, table_of, update_versioned
@@ -105,8 +110,42 @@ _INSERT_ORDER = {
     .returning(_ORDERS.c.id)
     for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
 }
+# On PostgreSQL a new order, its first event, its expiry job and (with a webhook URL) the client's
+# callback are written by one statement, atomic on its own: no BEGIN and COMMIT round trips. Nothing is
+# written when the order's (requisite, amount) slot was taken meanwhile. The payloads are the JSON
+# `outbox.enqueue_now` writes.
+_ORDER_COLUMNS = ", ".join(_ORDER_VALUES)
+_INSERT_ORDER_WITH_MESSAGES = text(  # the f-string only spells out the model's column names
+    f"""
+    WITH new_order AS (
+        INSERT INTO exchange_orders ({_ORDER_COLUMNS})
+        VALUES ({", ".join(f":{name}" for name in _ORDER_VALUES)})
+        ON CONFLICT (requisite_id, amount_payable) WHERE status = 'awaiting' DO NOTHING
+        RETURNING id, status, expires_at, created_at
+    ), first_event AS (
+        INSERT INTO order_events (order_id, from_status, to_status, actor, note, at)
+        SELECT id, NULL, status, :actor, '', created_at FROM new_order
+    ), expiry AS (
+        INSERT INTO outbox (kind, merchant_id, aggregate, payload, status, attempts, due_at, created_at)
+        SELECT :expire_kind, :merchant_id, 'order:' || id, '{{"order_id":' || id || '}}',
+               :pending, 0, expires_at, created_at
+        FROM new_order
+    ), callback AS (
+        INSERT INTO outbox (kind, merchant_id, aggregate, payload, target_url, status, attempts, due_at,
+                            created_at)
+        SELECT :callback_kind, :merchant_id, 'order:' || id,
+               '{{"order_id":' || id || ',"order_status":"' || status || '","version"\\:1}}',
+               CAST(:webhook_url AS VARCHAR), :pending, 0, created_at, created_at
+        FROM new_order WHERE CAST(:webhook_url AS VARCHAR) IS NOT NULL
+    )
+    SELECT id FROM new_order
+    """  # noqa: S608
+)
 # What a create needs besides the request, in one statement: the client by its API secret's digest,
-# the direction of the payment method (null columns when there is none) and its cached market rate.
+# the direction of the payment method (null columns when there is none), its cached market rate, and
+# the first batch of the method's cards in turn, each with the amounts from the request's on (as far
+# as the direction may shift it) that its awaiting orders hold: one row per card and taken amount.
+_LOW = bindparam("low", type_=BigInteger)
 _ORDER_CONTEXT = (
     select(
         Merchant.id.label("client_id"),
@@ -115,6 +154,7 @@ _ORDER_CONTEXT = (
         *(c.label(f"d_{c.key}") for c in _DIRECTIONS.c),
         _RATES.c.rate.label("cached_rate"),
         _RATES.c.fetched_at.label("rate_fetched_at"),
+        *SLOT_COLUMNS,
     )
     .select_from(Merchant)
     .outerjoin(_DIRECTIONS, _DIRECTIONS.c.payment_method == bindparam("payment_method"))
@@ -126,8 +166,16 @@ _ORDER_CONTEXT = (
             _RATES.c.quote == _DIRECTIONS.c.from_currency,
         ),
     )
+    .outerjoin(CARDS_IN_TURN, true())
+    .outerjoin(
+        ExchangeOrder,
+        taken_between(_LOW, _LOW + _DIRECTIONS.c.unique_amount_span),
+    )
     .where(ACTIVE_SECRET_OWNER)
 )
+# A direction's currency, per payment method, as last read: the amount is parsed in it before the
+# direction is read, so that the same statement can read the cards' taken amounts (checked after).
+_currency_of: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -137,22 +185,52 @@ class OrderContext:
     webhook_url: str | None
     direction: dict[str, Any] | None  # the direction's columns; None for an unknown payment method
     cached_rate: CachedRate | None
+    # The first batch of cards and their taken amounts, read for this amount in minor units (None
+    # when the amount could not be known before the direction was read).
+    slots: tuple[list[Candidate], set[tuple[int, int]]]
+    slots_amount: int | None
 
 
-async def order_context(link: Link, api_secret: str, payment_method: str) -> OrderContext | None:
-    """The active client holding the API secret, with the direction of the payment method; None when
-    no active client holds the secret."""
+async def order_context(
+    link: Link, api_secret: str, payment_method: str, from_amount: object = None
+) -> OrderContext | None:
+    """The active client holding the API secret, with the direction of the payment method and the
+    first cards to try for the amount; None when no active client holds the secret."""
     digest = api_secret_digest(api_secret)
     if digest is None:
         return None
-    row = await link.row(_ORDER_CONTEXT, {"api_secret_hash": digest, "payment_method": payment_method})
-    if row is None:
+    amount: int | None = None
+    currency = _currency_of.get(payment_method)
+    if currency is not None:
+        try:
+            amount = parse_amount(from_amount, currency, field="from_amount")
+        except DomainError:
+            amount = None  # refused in its turn, after the client and the direction
+    after = _turn.get(payment_method, 0)
+    params = {
+        "api_secret_hash": digest,
+        "payment_method": payment_method,
+        "after": after,
+        "batch": ALLOCATION_BATCH,
+        "low": -1 if amount is None else amount,
+    }
+    rows = await link.rows(_ORDER_CONTEXT, params)
+    if not rows:
         return None
-    direction = {c.key: row[f"d_{c.key}"] for c in _DIRECTIONS.c} if row["d_id"] is not None else None
+    row = rows[0]
+    direction = None
+    if row["d_id"] is not None:
+        direction = {c.key: row[f"d_{c.key}"] for c in _DIRECTIONS.c}
+        _currency_of[payment_method] = direction["from_currency"]
+        if direction["from_currency"] != currency:
+            amount = None
     cached = (
         CachedRate(row["cached_rate"], row["rate_fetched_at"]) if row["cached_rate"] is not None else None
     )
-    return OrderContext(row["client_id"], row["default_wallet"], row["webhook_url"], direction, cached)
+    slots_found = gather_slots(rows, after)
+    return OrderContext(
+        row["client_id"], row["default_wallet"], row["webhook_url"], direction, cached, slots_found, amount
+    )
 
 
 async def create_order(
@@ -196,11 +274,11 @@ async def create_order(
         "created_at": now,
         "updated_at": now,
     }
-    insert_order = _INSERT_ORDER[link.dialect]
     order: dict[str, Any] | None = None
     number = ""
+    first = ctx.slots if ctx.slots_amount == amount else None
     span = unique_span(direction, amount)
-    async for cand, payable in _free_slots(link, direction["payment_method"], amount, span, now):
+    async for cand, payable in _free_slots(link, direction["payment_method"], amount, span, first):
         row = dict(
             values,
             status=OrderStatus.AWAITING.value,
@@ -208,10 +286,17 @@ async def create_order(
             amount_payable=payable,
             amount_receivable=amount_receivable_sat(payable, currency, locked.rate, commission),
         )
-        inserted = await link.row(insert_order, row)
-        if inserted is not None:
-            order = dict(row, id=inserted["id"])
+        if cand.daily_limit is None and cand.turnover_limit is None:
+            order_id = await _insert_order(link, row, ctx.webhook_url)
+        else:
+            # The card's turnover is summed under its row lock, held until the order is written.
+            async with link.transaction():
+                fits = await within_limits(link, cand, payable, now)
+                order_id = await _insert_order(link, row, ctx.webhook_url) if fits else None
+        if order_id is not None:
+            order = dict(row, id=order_id)
             number = decrypt_number(rt.keyring, cand.id, cand.number_enc)
+            _turn[direction["payment_method"]] = cand.id
             break
     if order is None:
         row = dict(
@@ -221,26 +306,48 @@ async def create_order(
             amount_payable=amount,
             amount_receivable=amount_receivable_sat(amount, currency, locked.rate, commission),
         )
-        inserted = await link.row(insert_order, row)
-        assert inserted is not None
-        order = dict(row, id=inserted["id"])
-    order_id = order["id"]
+        order_id = await _insert_order(link, row, ctx.webhook_url)
+        assert order_id is not None  # no slot, no conflict
+        order = dict(row, id=order_id)
     ORDER_TRANSITIONS.labels(to=order["status"]).inc()
-    event = {"order_id": order_id, "from_status": None, "to_status": order["status"], "actor": "api"}
-    await link.execute(_INSERT_EVENT, dict(event, note="", at=now))
-    await outbox.enqueue_now(
-        link,
-        kind=EXPIRE_JOB,
-        aggregate=f"order:{order_id}",
-        payload={"order_id": order_id},
-        now=now,
-        due_at=order["expires_at"],
-        merchant_id=ctx.client_id,
-    )
-    callback = _callback(ctx.client_id, ctx.webhook_url, order_id, order["status"], 1)
-    if callback is not None:
-        await outbox.enqueue_now(link, now=now, **callback)
     return CreatedOrder(order, number)
+
+
+async def _insert_order(link: Link, row: dict[str, Any], webhook_url: str | None) -> int | None:
+    """Write a new order with its first event, its expiry job and the client's callback (with a webhook
+    URL); None, writing nothing, when a concurrent order took its (requisite, amount) slot."""
+    if link.dialect == "postgresql":
+        params = dict(
+            row,
+            actor="api",
+            expire_kind=EXPIRE_JOB,
+            callback_kind=CALLBACK,
+            pending=outbox.PENDING,
+            webhook_url=webhook_url,
+        )
+        found = await link.row(_INSERT_ORDER_WITH_MESSAGES, params)
+        return None if found is None else int(found["id"])
+    async with link.transaction():
+        found = await link.row(_INSERT_ORDER[link.dialect], row)
+        if found is None:
+            return None
+        order_id = int(found["id"])
+        now, merchant_id = row["created_at"], row["merchant_id"]
+        event = {"order_id": order_id, "from_status": None, "to_status": row["status"], "actor": "api"}
+        await link.execute(_INSERT_EVENT, dict(event, note="", at=now))
+        await outbox.enqueue_now(
+            link,
+            kind=EXPIRE_JOB,
+            aggregate=f"order:{order_id}",
+            payload={"order_id": order_id},
+            now=now,
+            due_at=row["expires_at"],
+            merchant_id=merchant_id,
+        )
+        callback = _callback(merchant_id, webhook_url, order_id, row["status"], row["version"])
+        if callback is not None:
+            await outbox.enqueue_now(link, now=now, **callback)
+    return order_id
 
 
 def unique_span(direction: Mapping[str, Any], amount: int) -> int:
@@ -251,20 +358,35 @@ def unique_span(direction: Mapping[str, Any], amount: int) -> int:
     return int(min(direction["unique_amount_span"], direction["max_amount"] - amount))
 
 
+# The last card each payment method's allocation took in this process: the next search starts after
+# it, so that orders spread over the cards without counting every card's open orders on each create.
+_turn: dict[str, int] = {}
+# Cards read per search: the first free slot is almost always among them; all cards are read when not.
+ALLOCATION_BATCH = 8
+
+
 async def _free_slots(
-    link: Link, payment_method: str, amount: int, span: int, now: datetime
+    link: Link,
+    payment_method: str,
+    amount: int,
+    span: int,
+    first: tuple[list[Candidate], set[tuple[int, int]]] | None = None,
 ) -> AsyncIterator[tuple[Candidate, int]]:
-    """(requisite, payable amount) pairs not taken by an open order and within the card's limits."""
-    cands, taken = await slots(link, payment_method, amount, amount + span)
-    refused: set[int] = set()
-    for cand, payable in allocation_choices(cands, amount, span, taken):
-        if cand.id in refused:
-            continue
-        if await within_limits(link, cand, payable, now):
-            yield cand, payable
+    """(requisite, payable amount) pairs not taken by an open order; the caller checks the limits of a
+    card that has them. `first` is the first batch when the caller has read it already."""
+    after = _turn.get(payment_method, 0)
+    tried: set[int] = set()
+    for batch in (ALLOCATION_BATCH, ALL_CARDS):
+        if first is not None:
+            (cands, taken), first = first, None
         else:
-            # Over its limit (or locked by another order) now: a larger amount is no better.
-            refused.add(cand.id)
+            cands, taken = await slots(link, payment_method, amount, amount + span, after=after, batch=batch)
+        fresh = [c for c in cands if c.id not in tried]
+        for cand, payable in allocation_choices(fresh, amount, span, taken):
+            yield cand, payable
+        tried.update(c.id for c in cands)
+        if len(cands) < batch:
+            return  # that was every card
 
 
 def _callback(
@@ -288,11 +410,21 @@ def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: Exchange
         outbox.enqueue(session, now=now, **callback)
 
 
+# What the wire shows of an order (`order_wire`), and the card it is paid to.
+_WIRE_COLUMNS = [
+    _ORDERS.c[name]
+    for name in (
+        *("id", "status", "currency", "exchange_rate", "amount_payable", "amount_receivable", "wallet"),
+        *("created_at", "updated_at", "expires_at", "access_token", "requisite_id"),
+    )
+]
+
+
 # The check use case in one statement (built once per dialect): the client by its API secret's digest,
 # and its orders among the ids (plain rows: nothing is changed), each with its card's encrypted number.
 def _client_orders_stmt(ids: ColumnElement[bool]) -> Select[Any]:
     return (
-        select(Merchant.id.label("client_id"), *_ORDERS.c, Requisite.number_enc)
+        select(Merchant.id.label("client_id"), *_WIRE_COLUMNS, Requisite.number_enc)
         .select_from(Merchant)
         .outerjoin(_ORDERS, and_(_ORDERS.c.merchant_id == Merchant.id, ids))
         .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
@@ -311,7 +443,7 @@ async def client_orders(
     link: Link, keyring: Keyring, api_secret: str, ids: Iterable[int]
 ) -> list[tuple[Row, str]] | None:
     """The orders among the ids that belong to the active client holding this API secret, by id, as
-    rows of the order's columns, each with its card's number ("" without one); None when no active
+    rows of the order's wire columns, each with its card's number ("" without one); None when no active
     client holds the secret. Others' and unknown ids are simply absent."""
     digest = api_secret_digest(api_secret)
     if digest is None:
@@ -481,7 +613,7 @@ async def assign_waiting_orders(
     assigned = 0
     for order in waiting:
         span = unique_span(column_values(direction), order.from_amount)
-        async for cand, payable in _free_slots(link, payment_method, order.from_amount, span, now):
+        async for cand, payable in _free_slots(link, payment_method, order.from_amount, span):
             changes = {
                 "requisite_id": cand.id,
                 "amount_payable": payable,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
@@ -17,7 +16,7 @@ from greengate.domain.errors import InvalidRequest, NotFound
 from greengate.domain.exchange import OrderStatus
 from greengate.security.encryption import Keyring
 from greengate.services.audit import record_audit
-from greengate.store.links import Link
+from greengate.store.links import Link, Row
 from greengate.store.models import ExchangeOrder, Requisite
 
 # Statuses whose amounts count towards a requisite's turnover.
@@ -135,28 +134,40 @@ class Candidate:
 
 
 # Statements built once (building one costs more than running its cached compiled form); the values
-# are bound per use. The active cards of a method, each with the amounts of a range its awaiting
+# are bound per use. A batch of the method's active cards, in turn from the one after `after` (the
+# last card this process assigned) and round again, each with the amounts of a range its awaiting
 # orders hold (a range probe of the partial (requisite, amount) index): one row per card and taken
 # amount, or one with a null amount for a card with none taken.
-_SLOTS = (
-    select(
-        Requisite.id,
-        Requisite.daily_limit,
-        Requisite.turnover_limit,
-        Requisite.number_enc,
-        ExchangeOrder.amount_payable.label("taken"),
-    )
-    .select_from(Requisite)
-    .outerjoin(
-        ExchangeOrder,
-        and_(
-            ExchangeOrder.requisite_id == Requisite.id,
-            is_awaiting(),
-            ExchangeOrder.amount_payable.between(bindparam("low"), bindparam("high")),
-        ),
-    )
+_TURN = Requisite.id <= bindparam("after")
+CARDS_IN_TURN = (
+    select(Requisite.id, Requisite.daily_limit, Requisite.turnover_limit, Requisite.number_enc)
     .where(Requisite.payment_method == bindparam("payment_method"), Requisite.active.is_(True))
-    .order_by(Requisite.id)
+    .order_by(_TURN, Requisite.id)
+    .limit(bindparam("batch"))
+    .subquery()
+)
+SLOT_COLUMNS = (
+    CARDS_IN_TURN.c.id.label("card_id"),
+    CARDS_IN_TURN.c.daily_limit,
+    CARDS_IN_TURN.c.turnover_limit,
+    CARDS_IN_TURN.c.number_enc,
+    ExchangeOrder.amount_payable.label("taken"),
+)
+
+
+def taken_between(low: ColumnElement[int], high: ColumnElement[int]) -> ColumnElement[bool]:
+    """The join condition of a card's awaiting orders holding amounts within [low, high]."""
+    return and_(
+        ExchangeOrder.requisite_id == CARDS_IN_TURN.c.id,
+        is_awaiting(),
+        ExchangeOrder.amount_payable.between(low, high),
+    )
+
+
+_SLOTS = (
+    select(*SLOT_COLUMNS)
+    .select_from(CARDS_IN_TURN)
+    .outerjoin(ExchangeOrder, taken_between(bindparam("low"), bindparam("high")))
 )
 _LOCK_CARD = select(Requisite.id).where(Requisite.id == bindparam("id")).with_for_update(skip_locked=True)
 _COUNTED = (
@@ -168,29 +179,33 @@ _COUNTED = (
 _COUNTED_SUM = select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0).label("total")).where(
     *_COUNTED
 )
-# Each process starts its search at the next card in turn, so that orders spread over the cards
-# without counting every card's open orders on each create.
-_turn = itertools.count()
+ALL_CARDS = 1_000_000
 
 
 async def slots(
-    link: Link, payment_method: str, low: int, high: int
+    link: Link, payment_method: str, low: int, high: int, *, after: int, batch: int = ALL_CARDS
 ) -> tuple[list[Candidate], set[tuple[int, int]]]:
-    """The method's active cards, the next in turn first, and the (card, amount) pairs within
-    [low, high] that awaiting orders hold."""
-    rows = await link.rows(_SLOTS, {"payment_method": payment_method, "low": low, "high": high})
+    """Up to `batch` of the method's active cards, in turn from the one after `after`, and the
+    (card, amount) pairs within [low, high] that awaiting orders hold on them."""
+    params = {"payment_method": payment_method, "low": low, "high": high, "after": after, "batch": batch}
+    return gather_slots(await link.rows(_SLOTS, params), after)
+
+
+def gather_slots(rows: Iterable[Row], after: int) -> tuple[list[Candidate], set[tuple[int, int]]]:
+    """The cards and taken (card, amount) pairs of rows with `SLOT_COLUMNS` (a row with a null card is
+    skipped), the cards in turn from the one after `after`."""
     cards: dict[int, Candidate] = {}
     taken: set[tuple[int, int]] = set()
     for r in rows:
-        card_id = r["id"]
+        card_id = r["card_id"]
+        if card_id is None:
+            continue
         if card_id not in cards:
             cards[card_id] = Candidate(card_id, r["daily_limit"], r["turnover_limit"], r["number_enc"])
         if r["taken"] is not None:
             taken.add((card_id, r["taken"]))
-    ordered = list(cards.values())
-    if ordered:
-        start = next(_turn) % len(ordered)
-        ordered = ordered[start:] + ordered[:start]
+    # The join keeps no order: put the cards back in turn.
+    ordered = sorted(cards.values(), key=lambda c: (c.id <= after, c.id))
     return ordered, taken
 
 

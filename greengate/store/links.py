@@ -10,7 +10,7 @@ SQLAlchemy, so every use case is written once for both databases.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, cast
 
 import asyncpg
@@ -34,6 +34,11 @@ class Link(Protocol):
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None: ...
 
+    def transaction(self) -> AbstractAsyncContextManager[object]:
+        """A transaction, or a savepoint inside the one already open: for the statements that must
+        commit together when the link runs each statement on its own."""
+        ...
+
 
 class SqlAlchemyLink:
     """A link over an SQLAlchemy connection or session (SQLite, and use cases already in a session)."""
@@ -51,6 +56,9 @@ class SqlAlchemyLink:
 
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         await self.conn.execute(stmt, dict(params))
+
+    def transaction(self) -> AbstractAsyncContextManager[object]:
+        return self.conn.begin_nested()
 
 
 def as_link(conn: Link | AsyncSession | AsyncConnection) -> Link:
@@ -100,6 +108,9 @@ class AsyncpgLink:
     async def execute(self, stmt: Executable, params: Mapping[str, Any]) -> None:
         c = self.statements.get(stmt)
         await self.conn.execute(c.sql, *c.args(params))
+
+    def transaction(self) -> AbstractAsyncContextManager[object]:
+        return self.conn.transaction()
 
 
 class StatementCache:

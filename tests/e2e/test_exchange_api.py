@@ -20,6 +20,7 @@ from greengate.clock import utcnow
 from greengate.domain.errors import IllegalTransition
 from greengate.domain.exchange import OrderStatus
 from greengate.runtime import Runtime
+from greengate.services import exchange_orders
 from greengate.services.exchange_orders import (
     complete_order,
     confirm_paid,
@@ -1266,3 +1267,34 @@ async def test_metrics_count_http_requests_by_route_and_status(app_client: httpx
     assert response.status_code == 200
     assert "greengate_http_requests_total" in response.text
     assert 'greengate_http_requests_total{method="GET",route="/healthz",status="200"}' in response.text
+
+
+async def test_consecutive_orders_take_the_cards_in_turn(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+    who = await make_client(rt)
+    await make_direction(rt)
+    await make_requisites(rt, 3)
+
+    cards = [
+        (await create_ok(app_client, who, amount))["wallet_payment"] for amount in ("1000", "2000", "3000")
+    ]
+    fourth = await create_ok(app_client, who, "4000")
+
+    assert len(set(cards)) == 3
+    assert fourth["wallet_payment"] == cards[0]
+
+
+async def test_a_stale_guess_of_the_direction_currency_does_not_change_the_allocation(
+    app_client: httpx.AsyncClient, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    who = await make_client(rt)
+    await make_direction(rt, unique_amounts=True, unique_amount_span=5)
+    await make_requisites(rt, 1)
+    await create_ok(app_client, who, "9999")
+    # The amount is parsed in the last currency seen for the method before the direction is read: a
+    # wrong one (8 decimals instead of 2) must not make the taken amount look free.
+    monkeypatch.setitem(exchange_orders._currency_of, "card", "BTC")
+
+    second = await create_ok(app_client, who, "9999")
+
+    assert (second["wallet_payment"], second["amount_payable"]) == (CARD, "9999.01")
+    assert exchange_orders._currency_of["card"] == "RUB"

@@ -113,7 +113,9 @@ async def create(
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
     now = utcnow()
-    async with rt.db.link() as link:
+    # Without an Idempotency-Key each statement can commit on its own (PostgreSQL): the order and its
+    # messages are written by one statement. A key is locked and stored in the create's transaction.
+    async with rt.db.link(transaction=idempotency_key is not None) as link:
         try:
             data = json_object(rt, content_type, body)
             if data.get("from_amount") is None:
@@ -127,7 +129,7 @@ async def create(
             if await order_context(link, api_secret, "") is None:
                 raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
             raise
-        ctx = await order_context(link, api_secret, request.payment_method)
+        ctx = await order_context(link, api_secret, request.payment_method, request.from_amount)
         if ctx is None:
             raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
         fingerprint = ""
