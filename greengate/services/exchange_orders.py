@@ -146,12 +146,17 @@ _INSERT_ORDER_WITH_MESSAGES = text(  # the f-string only spells out the model's 
 # the first batch of the method's cards in turn, each with the amounts from the request's on (as far
 # as the direction may shift it) that its awaiting orders hold: one row per card and taken amount.
 _LOW = bindparam("low", type_=BigInteger)
+# What a create reads of its direction.
+_TERMS = (
+    *("id", "status", "payment_method", "from_currency", "to_currency", "min_amount", "max_amount"),
+    *("commission_percent", "order_ttl", "rate_source", "unique_amounts", "unique_amount_span"),
+)
 _ORDER_CONTEXT = (
     select(
         Merchant.id.label("client_id"),
         Merchant.default_wallet,
         Merchant.webhook_url,
-        *(c.label(f"d_{c.key}") for c in _DIRECTIONS.c),
+        *(_DIRECTIONS.c[name].label(f"d_{name}") for name in _TERMS),
         _RATES.c.rate.label("cached_rate"),
         _RATES.c.fetched_at.label("rate_fetched_at"),
         *SLOT_COLUMNS,
@@ -183,7 +188,7 @@ class OrderContext:
     client_id: int
     default_wallet: str | None
     webhook_url: str | None
-    direction: dict[str, Any] | None  # the direction's columns; None for an unknown payment method
+    direction: dict[str, Any] | None  # the direction's `_TERMS`; None for an unknown payment method
     cached_rate: CachedRate | None
     # The first batch of cards and their taken amounts, read for this amount in minor units (None
     # when the amount could not be known before the direction was read).
@@ -220,7 +225,7 @@ async def order_context(
     row = rows[0]
     direction = None
     if row["d_id"] is not None:
-        direction = {c.key: row[f"d_{c.key}"] for c in _DIRECTIONS.c}
+        direction = {name: row[f"d_{name}"] for name in _TERMS}
         _currency_of[payment_method] = direction["from_currency"]
         if direction["from_currency"] != currency:
             amount = None
@@ -362,7 +367,7 @@ def unique_span(direction: Mapping[str, Any], amount: int) -> int:
 # it, so that orders spread over the cards without counting every card's open orders on each create.
 _turn: dict[str, int] = {}
 # Cards read per search: the first free slot is almost always among them; all cards are read when not.
-ALLOCATION_BATCH = 8
+ALLOCATION_BATCH = 4
 
 
 async def _free_slots(
@@ -411,20 +416,19 @@ def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: Exchange
 
 
 # What the wire shows of an order (`order_wire`), and the card it is paid to.
-_WIRE_COLUMNS = [
-    _ORDERS.c[name]
-    for name in (
-        *("id", "status", "currency", "exchange_rate", "amount_payable", "amount_receivable", "wallet"),
-        *("created_at", "updated_at", "expires_at", "access_token", "requisite_id"),
-    )
-]
+WIRE_COLUMNS = (
+    *("id", "status", "currency", "exchange_rate", "amount_payable", "amount_receivable", "wallet"),
+    *("created_at", "updated_at", "expires_at", "access_token", "requisite_id"),
+)
 
 
 # The check use case in one statement (built once per dialect): the client by its API secret's digest,
 # and its orders among the ids (plain rows: nothing is changed), each with its card's encrypted number.
 def _client_orders_stmt(ids: ColumnElement[bool]) -> Select[Any]:
     return (
-        select(Merchant.id.label("client_id"), *_WIRE_COLUMNS, Requisite.number_enc)
+        select(
+            Merchant.id.label("client_id"), *(_ORDERS.c[name] for name in WIRE_COLUMNS), Requisite.number_enc
+        )
         .select_from(Merchant)
         .outerjoin(_ORDERS, and_(_ORDERS.c.merchant_id == Merchant.id, ids))
         .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
@@ -450,8 +454,12 @@ async def client_orders(
         return None
     params = {"api_secret_hash": digest, "ids": sorted(set(ids))}
     rows = await link.rows(_CLIENT_ORDERS[link.dialect], params)
-    if not rows:
-        return None
+    return with_numbers(keyring, rows) if rows else None
+
+
+def with_numbers(keyring: Keyring, rows: Iterable[Row]) -> list[tuple[Row, str]]:
+    """The rows of orders (a row without an order is skipped), each with its card's number ("" without
+    one), in the order given."""
     numbers: dict[int, str] = {}
     found: list[tuple[Row, str]] = []
     for row in rows:

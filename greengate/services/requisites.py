@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Iterator
@@ -115,6 +116,9 @@ async def requisite_numbers(session: AsyncSession, keyring: Keyring, ids: set[in
     return {rid: decrypt_number(keyring, rid, enc) for rid, enc in rows}
 
 
+# Every order shown names its card, and an operator has tens of cards: their numbers (handed to payers
+# anyway) are kept decrypted in memory, keyed by the ciphertext, so a re-encrypted card is decrypted anew.
+@functools.lru_cache(maxsize=4096)
 def decrypt_number(keyring: Keyring, requisite_id: int, number_enc: str) -> str:
     return keyring.decrypt(number_enc, _aad(requisite_id))
 

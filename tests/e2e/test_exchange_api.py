@@ -1298,3 +1298,32 @@ async def test_a_stale_guess_of_the_direction_currency_does_not_change_the_alloc
 
     assert (second["wallet_payment"], second["amount_payable"]) == (CARD, "9999.01")
     assert exchange_orders._currency_of["card"] == "RUB"
+
+
+async def test_simultaneous_checks_of_several_clients_each_see_their_own_orders(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    # On PostgreSQL simultaneous checks are read by one statement: its rows must go back to the right
+    # request, and a client never sees another's order nor passes with a wrong secret.
+    alice, bob = await make_client(rt, "Alice"), await make_client(rt, "Bob")
+    await make_direction(rt, unique_amounts=True)
+    await make_requisites(rt, 2)
+    mine = {who.api_secret: (await create_ok(app_client, who, "1000"))["order_id"] for who in (alice, bob)}
+    both = sorted(mine.values(), key=int)
+
+    async def ask(secret: str, ids: list[str]) -> httpx.Response:
+        return await app_client.post(
+            "/api/v2/order/check", json={"order_id": ids}, headers={"Api-Secret": secret}
+        )
+
+    calls = [(who.api_secret, ids) for who in (alice, bob) for ids in (both, [], both[::-1])] * 5
+    calls += [("gg_not_a_client", both)] * 5
+    answers = await asyncio.gather(*(ask(secret, ids) for secret, ids in calls))
+
+    for (secret, ids), answer in zip(calls, answers, strict=True):
+        if secret not in mine:
+            assert (answer.status_code, answer.json()["code"]) == (401, "invalid_api_secret")
+            continue
+        assert answer.status_code == 200, answer.text
+        seen = [o["order_id"] for o in answer.json()["data"]["orders"]]
+        assert seen == ([mine[secret]] if ids else [])

@@ -1,7 +1,7 @@
 """order/check and order/create, the Exchange API's busiest endpoints, from request bytes to response
-bytes. The FastAPI routes document them (/docs) and call them; `OrderEndpoints` serves a request to
-their exact path straight from the ASGI stack, without the framework's routing, dependency solving and
-request objects, which cost several times the endpoint's own work."""
+bytes. The FastAPI routes document them (/docs) and call them; the app (`greengate.app.Gateway`) serves
+a POST to their exact path with `serve_order_endpoint`, before the framework's middleware, routing,
+dependency solving and request objects, which cost as much as the endpoint's own work."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from greengate.api.exchange.wire import dumps, error_body, error_status, order_wire
 from greengate.api.jsonbody import parse_json_object
@@ -17,7 +17,8 @@ from greengate.clock import utcnow
 from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
 from greengate.runtime import Runtime
 from greengate.services import idempotency
-from greengate.services.exchange_orders import CreateOrderRequest, client_orders, create_order, order_context
+from greengate.services.exchange_orders import CreateOrderRequest, create_order, order_context
+from greengate.services.order_checks import find_client_orders
 
 log = structlog.get_logger(__name__)
 JSON = "application/json"
@@ -86,15 +87,14 @@ async def check(rt: Runtime, api_secret: str | None, content_type: str, body: by
     """The client's own orders among the ids; others' and unknown ids are simply absent."""
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
-    async with rt.db.link(transaction=False) as link:
-        try:
-            ids = order_ids(json_object(rt, content_type, body))
-        except DomainError:
-            # A wrong secret is refused before a bad body.
-            if await client_orders(link, rt.keyring, api_secret, []) is None:
-                raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
-            raise
-        found = await client_orders(link, rt.keyring, api_secret, ids)
+    try:
+        ids = order_ids(json_object(rt, content_type, body))
+    except DomainError:
+        # A wrong secret is refused before a bad body.
+        if await find_client_orders(rt.db, rt.keyring, api_secret, []) is None:
+            raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret") from None
+        raise
+    found = await find_client_orders(rt.db, rt.keyring, api_secret, ids)
     if found is None:
         raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
     base = rt.settings.public_base_url
@@ -186,38 +186,32 @@ def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
-class OrderEndpoints:
-    """ASGI middleware serving POST order/check and order/create; everything else goes on to the app."""
+# POST paths served by `serve_order_endpoint`.
+ENDPOINTS: dict[str, tuple[_Route, Endpoint]] = {
+    CHECK_PATH: (_Route(CHECK_PATH), _check),
+    CREATE_PATH: (_Route(CREATE_PATH), _create),
+}
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.endpoints: dict[str, tuple[_Route, Endpoint]] = {
-            CHECK_PATH: (_Route(CHECK_PATH), _check),
-            CREATE_PATH: (_Route(CREATE_PATH), _create),
+
+async def serve_order_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """ASGI app for a POST to one of `ENDPOINTS` (the caller routes); `scope["app"]` holds the runtime."""
+    route, handle = ENDPOINTS[scope["path"]]
+    scope["route"] = route
+    rt: Runtime = scope["app"].state.runtime
+    headers = dict(scope["headers"])
+    body = await _read_body(receive, headers.get(b"content-length"), rt.settings.max_request_bytes)
+    if body is None:
+        status, out = error_answer(InvalidRequest("request body is too large", code="payload_too_large"))
+    else:
+        status, out = await answer(route.path, handle(rt, headers, body))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))],
         }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.endpoints.get(scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        route, handle = endpoint
-        scope["route"] = route
-        rt: Runtime = scope["app"].state.runtime
-        headers = dict(scope["headers"])
-        body = await _read_body(receive, headers.get(b"content-length"), rt.settings.max_request_bytes)
-        if body is None:
-            status, out = error_answer(InvalidRequest("request body is too large", code="payload_too_large"))
-        else:
-            status, out = await answer(route.path, handle(rt, headers, body))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))],
-            }
-        )
-        await send({"type": "http.response.body", "body": out})
+    )
+    await send({"type": "http.response.body", "body": out})
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
