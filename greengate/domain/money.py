@@ -112,7 +112,9 @@ def format_minor(minor: int, currency: str, *, trim: bool = False) -> str:
     With trim, trailing zero fraction digits are dropped ("9999", "100.5").
     """
     places = exponent(currency)
-    text = f"{to_major(minor, currency):.{places}f}"
+    # Integer arithmetic: exact, and several times cheaper than a Decimal on the busiest responses.
+    whole, fraction = divmod(abs(minor), 10**places)
+    text = f"{'-' if minor < 0 else ''}{whole}.{fraction:0{places}d}" if places else f"{minor}"
     if trim and "." in text:
         text = text.rstrip("0").rstrip(".")
     return text

@@ -10,9 +10,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, any_, bindparam, insert, select, text, true
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, and_, bindparam, insert, select, text, true
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,7 +41,7 @@ from greengate.services.requisites import (
 )
 from greengate.store.db import column_values, table_of, update_versioned
 from greengate.store.links import Link, Row, SqlAlchemyLink
-from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Rate, Requisite
+from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Rate
 
 EXPIRE_JOB = "exchange.order_expire"
 CALLBACK = "exchange.callback"
@@ -103,13 +102,13 @@ _AWAITING_ONLY = text("status = 'awaiting'")
 # A new order's columns: all but its id and what payment and completion fill in later.
 _LATER = ("id", "paid_amount", "txid", "paid_at", "completed_at")
 _ORDER_VALUES: dict[str, Any] = {c.key: bindparam(c.key) for c in _ORDERS.c if c.key not in _LATER}
-_INSERT_ORDER = {
-    name: dialect_insert(_ORDERS)
+# SQLite's order insert; the event and messages follow in the same transaction.
+_INSERT_ORDER = (
+    sqlite.insert(_ORDERS)
     .values(_ORDER_VALUES)
     .on_conflict_do_nothing(index_elements=_AWAITING_SLOT, index_where=_AWAITING_ONLY)
     .returning(_ORDERS.c.id)
-    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
-}
+)
 # On PostgreSQL a new order, its first event, its expiry job and (with a webhook URL) the client's
 # callback are written by one statement, atomic on its own: no BEGIN and COMMIT round trips. Nothing is
 # written when the order's (requisite, amount) slot was taken meanwhile. The payloads are the JSON
@@ -333,7 +332,7 @@ async def _insert_order(link: Link, row: dict[str, Any], webhook_url: str | None
         found = await link.row(_INSERT_ORDER_WITH_MESSAGES, params)
         return None if found is None else int(found["id"])
     async with link.transaction():
-        found = await link.row(_INSERT_ORDER[link.dialect], row)
+        found = await link.row(_INSERT_ORDER, row)
         if found is None:
             return None
         order_id = int(found["id"])
@@ -420,41 +419,6 @@ WIRE_COLUMNS = (
     *("id", "status", "currency", "exchange_rate", "amount_payable", "amount_receivable", "wallet"),
     *("created_at", "updated_at", "expires_at", "access_token", "requisite_id"),
 )
-
-
-# The check use case in one statement (built once per dialect): the client by its API secret's digest,
-# and its orders among the ids (plain rows: nothing is changed), each with its card's encrypted number.
-def _client_orders_stmt(ids: ColumnElement[bool]) -> Select[Any]:
-    return (
-        select(
-            Merchant.id.label("client_id"), *(_ORDERS.c[name] for name in WIRE_COLUMNS), Requisite.number_enc
-        )
-        .select_from(Merchant)
-        .outerjoin(_ORDERS, and_(_ORDERS.c.merchant_id == Merchant.id, ids))
-        .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
-        .where(ACTIVE_SECRET_OWNER)
-        .order_by(_ORDERS.c.id)
-    )
-
-
-_CLIENT_ORDERS = {
-    "postgresql": _client_orders_stmt(_ORDERS.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))),
-    "sqlite": _client_orders_stmt(_ORDERS.c.id.in_(bindparam("ids", expanding=True))),
-}
-
-
-async def client_orders(
-    link: Link, keyring: Keyring, api_secret: str, ids: Iterable[int]
-) -> list[tuple[Row, str]] | None:
-    """The orders among the ids that belong to the active client holding this API secret, by id, as
-    rows of the order's wire columns, each with its card's number ("" without one); None when no active
-    client holds the secret. Others' and unknown ids are simply absent."""
-    digest = api_secret_digest(api_secret)
-    if digest is None:
-        return None
-    params = {"api_secret_hash": digest, "ids": sorted(set(ids))}
-    rows = await link.rows(_CLIENT_ORDERS[link.dialect], params)
-    return with_numbers(keyring, rows) if rows else None
 
 
 def with_numbers(keyring: Keyring, rows: Iterable[Row]) -> list[tuple[Row, str]]:

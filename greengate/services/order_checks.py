@@ -14,13 +14,29 @@ import asyncio
 import weakref
 from collections.abc import Iterable
 
-from sqlalchemy import text
+from sqlalchemy import and_, bindparam, select, text
 
 from greengate.security.encryption import Keyring
-from greengate.services.exchange_orders import WIRE_COLUMNS, client_orders, with_numbers
-from greengate.services.merchants import api_secret_digest
-from greengate.store.db import Database
+from greengate.services.exchange_orders import WIRE_COLUMNS, with_numbers
+from greengate.services.merchants import ACTIVE_SECRET_OWNER, api_secret_digest
+from greengate.store.db import Database, table_of
 from greengate.store.links import Row
+from greengate.store.models import ExchangeOrder, Merchant, Requisite
+
+_ORDERS = table_of(ExchangeOrder)
+# SQLite: one check, one statement. The client by its API secret's digest, and its orders among the
+# ids; the client's own row, with null order columns, when none of the ids is theirs.
+_ONE_CHECK = (
+    select(Merchant.id.label("client_id"), *(_ORDERS.c[name] for name in WIRE_COLUMNS), Requisite.number_enc)
+    .select_from(Merchant)
+    .outerjoin(
+        _ORDERS,
+        and_(_ORDERS.c.merchant_id == Merchant.id, _ORDERS.c.id.in_(bindparam("ids", expanding=True))),
+    )
+    .outerjoin(Requisite, Requisite.id == _ORDERS.c.requisite_id)
+    .where(ACTIVE_SECRET_OWNER)
+    .order_by(_ORDERS.c.id)
+)
 
 _ORDER_COLUMNS = ", ".join(f"o.{name}" for name in WIRE_COLUMNS)
 # A row per (request, id) pair whose client is active, with the order when it is that client's.
@@ -108,16 +124,17 @@ async def find_client_orders(
     """The orders among the ids that belong to the active client holding this API secret, by id, each
     with its card's number ("" without one); None when no active client holds the secret."""
     wanted = sorted(set(ids))
-    if db.dialect != "postgresql":
-        async with db.link(transaction=False) as link:
-            return await client_orders(link, keyring, api_secret, wanted)
     digest = api_secret_digest(api_secret)
     if digest is None:
         return None
+    if db.dialect != "postgresql":
+        async with db.link(transaction=False) as link:
+            rows = await link.rows(_ONE_CHECK, {"api_secret_hash": digest, "ids": wanted})
+        return with_numbers(keyring, rows) if rows else None
     coalescer = _coalescers.get(db)
     if coalescer is None:
         coalescer = _coalescers[db] = CoalescedChecks(db)
-    rows = await coalescer.lookup(digest, wanted)
-    if rows is None:
+    batched = await coalescer.lookup(digest, wanted)
+    if batched is None:
         return None
-    return with_numbers(keyring, sorted((r for r in rows if r["id"] is not None), key=lambda r: r["id"]))
+    return with_numbers(keyring, sorted((r for r in batched if r["id"] is not None), key=lambda r: r["id"]))

@@ -96,3 +96,14 @@ def test_money_refuses_mixing_currencies() -> None:
         Money(1, "RUB") + Money(1, "KZT")
     assert Money(150, "RUB") - Money(50, "RUB") == Money(100, "RUB")
     assert str(Money(256_657, "BTC")) == "0.00256657 BTC"
+
+
+@given(
+    st.integers(min_value=-(10**18), max_value=10**18), st.sampled_from(["RUB", "KZT", "BTC"]), st.booleans()
+)
+def test_formatting_equals_the_decimal_rendering(minor: int, currency: str, trim: bool) -> None:
+    places = {"RUB": 2, "KZT": 2, "BTC": 8}[currency]
+    expected = f"{Decimal(minor).scaleb(-places):.{places}f}"
+    if trim:
+        expected = expected.rstrip("0").rstrip(".")
+    assert format_minor(minor, currency, trim=trim) == expected
