@@ -106,15 +106,18 @@ def to_major(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-exponent(currency))
 
 
-def format_minor(minor: int, currency: str, *, trim: bool = False) -> str:
+def format_minor(minor: int | Decimal, currency: str, *, trim: bool = False) -> str:
     """Minor units → major-unit text with the currency's fraction digits ("0.00256657").
 
     With trim, trailing zero fraction digits are dropped ("9999", "100.5").
     """
     places = exponent(currency)
+    units = int(minor)  # a database's SUM may hand over a whole Decimal
+    if units != minor:
+        raise ValueError(f"{minor!r} is not a whole number of minor units")
     # Integer arithmetic: exact, and several times cheaper than a Decimal on the busiest responses.
-    whole, fraction = divmod(abs(minor), 10**places)
-    text = f"{'-' if minor < 0 else ''}{whole}.{fraction:0{places}d}" if places else f"{minor}"
+    whole, fraction = divmod(abs(units), 10**places)
+    text = f"{'-' if units < 0 else ''}{whole}.{fraction:0{places}d}" if places else f"{units}"
     if trim and "." in text:
         text = text.rstrip("0").rstrip(".")
     return text

@@ -107,3 +107,10 @@ def test_formatting_equals_the_decimal_rendering(minor: int, currency: str, trim
     if trim:
         expected = expected.rstrip("0").rstrip(".")
     assert format_minor(minor, currency, trim=trim) == expected
+
+
+def test_formatting_takes_a_whole_decimal_and_refuses_a_fraction_of_a_minor_unit() -> None:
+    # Sums from PostgreSQL arrive as Decimal.
+    assert format_minor(Decimal("150050"), "KZT") == "1500.50"
+    with pytest.raises(ValueError, match="whole number"):
+        format_minor(Decimal("1.5"), "RUB")
