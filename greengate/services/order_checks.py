@@ -61,29 +61,29 @@ class _Lookup:
 
 
 class CoalescedChecks:
-    """Collects the lookups of one event-loop turn and reads them with one statement."""
+    """Collects a database's lookups of one event-loop turn and reads them with one statement. It holds
+    the database only while a batch is under way (it is kept per database, weakly)."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self) -> None:
         self.pending: list[_Lookup] = []
         self.running: set[asyncio.Task[None]] = set()
 
-    async def lookup(self, digest: str, ids: list[int]) -> list[Row] | None:
+    async def lookup(self, db: Database, digest: str, ids: list[int]) -> list[Row] | None:
         """The rows of the client's orders among the ids; None when no active client has the digest."""
         loop = asyncio.get_running_loop()
         if not self.pending:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush, db)
         entry = _Lookup(digest, ids, loop.create_future())
         self.pending.append(entry)
         return await entry.future
 
-    def _flush(self) -> None:
+    def _flush(self, db: Database) -> None:
         batch, self.pending = self.pending, []
-        task = asyncio.get_running_loop().create_task(self._read(batch))
+        task = asyncio.get_running_loop().create_task(self._read(db, batch))
         self.running.add(task)  # a reference until it ends
         task.add_done_callback(self.running.discard)
 
-    async def _read(self, batch: list[_Lookup]) -> None:
+    async def _read(self, db: Database, batch: list[_Lookup]) -> None:
         requests: list[int] = []
         digests: list[str] = []
         ids: list[int | None] = []
@@ -93,7 +93,7 @@ class CoalescedChecks:
                 digests.append(entry.digest)
                 ids.append(order_id)
         try:
-            async with self.db.link(transaction=False) as link:
+            async with db.link(transaction=False) as link:
                 rows = await link.rows(_BATCH, {"requests": requests, "digests": digests, "ids": ids})
         except Exception as exc:  # every waiter learns of it; none is left hanging
             for entry in batch:
@@ -133,8 +133,8 @@ async def find_client_orders(
         return with_numbers(keyring, rows) if rows else None
     coalescer = _coalescers.get(db)
     if coalescer is None:
-        coalescer = _coalescers[db] = CoalescedChecks(db)
-    batched = await coalescer.lookup(digest, wanted)
+        coalescer = _coalescers[db] = CoalescedChecks()
+    batched = await coalescer.lookup(db, digest, wanted)
     if batched is None:
         return None
     return with_numbers(keyring, sorted((r for r in batched if r["id"] is not None), key=lambda r: r["id"]))
