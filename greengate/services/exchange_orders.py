@@ -140,16 +140,16 @@ _INSERT_ORDER_WITH_MESSAGES = text(  # the f-string only spells out the model's 
     SELECT id FROM new_order
     """  # noqa: S608
 )
-# What a create needs besides the request, in one statement: the client by its API secret's digest,
-# the direction of the payment method (null columns when there is none), its cached market rate, and
-# the first batch of the method's cards in turn, each with the amounts from the request's on (as far
-# as the direction may shift it) that its awaiting orders hold: one row per card and taken amount.
 _LOW = bindparam("low", type_=BigInteger)
 # What a create reads of its direction.
 _TERMS = (
     *("id", "status", "payment_method", "from_currency", "to_currency", "min_amount", "max_amount"),
     *("commission_percent", "order_ttl", "rate_source", "unique_amounts", "unique_amount_span"),
 )
+# What a create needs besides the request, in one statement: the client by its API secret's digest,
+# the direction of the payment method (null columns when there is none), its cached market rate, and
+# the first batch of the method's cards in turn, each with the amounts from the request's on (as far
+# as the direction may shift it) that its awaiting orders hold: one row per card and taken amount.
 _ORDER_CONTEXT = (
     select(
         Merchant.id.label("client_id"),
