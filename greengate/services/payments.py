@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound
+from greengate.domain.ids import id_number
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
 from greengate.runtime import Runtime
 from greengate.services import ledger, outbox
@@ -139,9 +140,10 @@ async def find_payment(
         raise InvalidRequest("pg_payment_id or pg_order_id is required", field="pg_payment_id")
     stmt = select(Payment).where(Payment.merchant_id == merchant_id)
     if payment_id:
-        if not payment_id.isascii() or not payment_id.isdigit() or len(payment_id) > 18:
+        number = id_number(payment_id)
+        if number is None:
             raise InvalidRequest("pg_payment_id must be a number", field="pg_payment_id")
-        stmt = stmt.where(Payment.id == int(payment_id))
+        stmt = stmt.where(Payment.id == number)
     if order_id:
         # The newest payment for the order id: earlier ones failed or expired.
         stmt = stmt.where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)

@@ -30,6 +30,7 @@ from greengate.domain.errors import (
     TransactionExpired,
     TransactionNotFound,
 )
+from greengate.domain.ids import id_number
 from greengate.domain.ledger import InsufficientBalance
 from greengate.domain.money import format_minor
 from greengate.domain.params import Params
@@ -126,9 +127,10 @@ async def find_payout(
         raise InvalidRequest("pg_payment_id or pg_order_id is required", field="pg_payment_id")
     stmt = select(Payout).where(Payout.merchant_id == merchant_id)
     if payout_id:
-        if not payout_id.isascii() or not payout_id.isdigit() or len(payout_id) > 18:
+        number = id_number(payout_id)
+        if number is None:
             raise InvalidRequest("pg_payment_id must be a number", field="pg_payment_id")
-        stmt = stmt.where(Payout.id == int(payout_id))
+        stmt = stmt.where(Payout.id == number)
     if order_id:
         stmt = stmt.where(Payout.order_id == order_id)
     payout: Payout | None = await session.scalar(stmt)

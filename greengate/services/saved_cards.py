@@ -48,6 +48,7 @@ from greengate.acquiring.base import FailureCode
 from greengate.acquiring.test_data import find_payout_card
 from greengate.domain.card_rules import CardForm
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, NotFound, TransactionNotFound
+from greengate.domain.ids import id_number
 from greengate.domain.money import exponent
 from greengate.domain.payments import PAYER_STEPS, NewPayment, PaymentStatus
 from greengate.domain.secret import Secret
@@ -370,9 +371,10 @@ async def find_card(
         SavedCard.purpose.in_(purposes),
     )
     if card_id:
-        if not card_id.isascii() or not card_id.isdigit() or len(card_id) > 18:
+        number = id_number(card_id)
+        if number is None:
             raise InvalidRequest("pg_card_id must be a number", field="pg_card_id")
-        stmt = stmt.where(SavedCard.id == int(card_id))
+        stmt = stmt.where(SavedCard.id == number)
     if token:
         stmt = stmt.where(SavedCard.token == token)
     if lock:

@@ -15,6 +15,7 @@ from greengate.api.exchange.wire import dumps, error_body, error_status, order_w
 from greengate.api.jsonbody import parse_json_object
 from greengate.clock import utcnow
 from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
+from greengate.domain.ids import id_number
 from greengate.runtime import Runtime
 from greengate.services import idempotency
 from greengate.services.exchange_orders import CreateOrderRequest, create_order, order_context
@@ -61,10 +62,10 @@ def order_ids(data: dict[str, Any]) -> list[int]:
         )
     ids: list[int] = []
     for item in items:
-        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
+        number = id_number(str(item) if isinstance(item, int) and not isinstance(item, bool) else item)
+        if number is None:
             raise InvalidRequest("order_id must be numeric ids", code="invalid_field", field="order_id")
-        ids.append(int(text))
+        ids.append(number)
     return ids
 
 

@@ -28,6 +28,7 @@ from greengate.domain.errors import (
     SignatureInvalid,
     Unavailable,
 )
+from greengate.domain.ids import id_number
 from greengate.domain.params import Params, first
 from greengate.domain.signature import new_salt, script_name_from_url, verify, with_signature
 from greengate.runtime import Runtime
@@ -85,9 +86,10 @@ def xml(params: Params) -> Response:
 
 async def _merchant(session: AsyncSession, params: Params, path_merchant_id: str | None) -> Merchant:
     raw = path_merchant_id or first(params, "pg_merchant_id")
-    if not raw or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+    merchant_id = id_number(raw)
+    if merchant_id is None:
         raise MerchantUnknown("pg_merchant_id is missing or unknown")
-    merchant = await session.get(Merchant, int(raw))
+    merchant = await session.get(Merchant, merchant_id)
     if merchant is None or merchant.secret_key_enc is None:
         raise MerchantUnknown("pg_merchant_id is missing or unknown")
     return merchant
