@@ -20,15 +20,26 @@ from greengate.services.audit import record_audit
 from greengate.store.links import Link, Row
 from greengate.store.models import ExchangeOrder, Requisite
 
-# Statuses whose amounts count towards a requisite's turnover.
-TURNOVER_STATUSES = (OrderStatus.AWAITING.value, OrderStatus.PAYED.value, OrderStatus.COMPLETED.value)
+
+def _status_in(*statuses: OrderStatus) -> ColumnElement[bool]:
+    """The order's status among these, with the values written into the SQL, not bound: only then can
+    a prepared statement's generic plan (PostgreSQL's choice after five runs, the links' always) prove
+    the predicate of a partial index, such as the one of awaiting orders, and read it."""
+    values = [literal_column(f"'{status.value}'", String) for status in statuses]
+    return ExchangeOrder.status == values[0] if len(values) == 1 else ExchangeOrder.status.in_(values)
 
 
 def is_awaiting() -> ColumnElement[bool]:
-    """`status = 'awaiting'` with the value written into the SQL, not bound: only then can a prepared
-    statement's generic plan (PostgreSQL's choice after five runs) prove the predicate of the partial
-    index of awaiting orders and read it, instead of every order with that status."""
-    return ExchangeOrder.status == literal_column(f"'{OrderStatus.AWAITING.value}'", String)
+    return _status_in(OrderStatus.AWAITING)
+
+
+# The orders whose amounts count towards a requisite's turnover.
+COUNTS_TOWARDS_LIMITS = _status_in(OrderStatus.AWAITING, OrderStatus.PAYED, OrderStatus.COMPLETED)
+
+
+def _day_start(now: datetime) -> datetime:
+    """The start of `now`'s day: a daily limit counts the orders created since."""
+    return datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
 
 
 def _aad(requisite_id: int) -> str:
@@ -176,8 +187,7 @@ _SLOTS = (
 _LOCK_CARD = select(Requisite.id).where(Requisite.id == bindparam("id")).with_for_update(skip_locked=True)
 _COUNTED = (
     ExchangeOrder.requisite_id == bindparam("id"),
-    # Written into the SQL (fixed values): a list bound per use would be expanded per execution.
-    ExchangeOrder.status.in_([literal_column(f"'{status}'", String) for status in TURNOVER_STATUSES]),
+    COUNTS_TOWARDS_LIMITS,
     ExchangeOrder.created_at >= bindparam("since"),
 )
 _COUNTED_SUM = select(func.coalesce(func.sum(ExchangeOrder.amount_payable), 0).label("total")).where(
@@ -219,8 +229,7 @@ async def within_limits(link: Link, cand: Candidate, amount: int, now: datetime)
         return True
     if await link.row(_LOCK_CARD, {"id": cand.id}) is None:
         return False
-    day_start = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
-    for limit, since in ((cand.turnover_limit, _EPOCH), (cand.daily_limit, day_start)):
+    for limit, since in ((cand.turnover_limit, _EPOCH), (cand.daily_limit, _day_start(now))):
         if limit is None:
             continue
         counted = await link.row(_COUNTED_SUM, {"id": cand.id, "since": since})
@@ -278,8 +287,7 @@ async def turnover(session: AsyncSession, ids: set[int], now: datetime) -> dict[
     """requisite id → (today's, all-time) sum of payable amounts counted against its limits."""
     if not ids:
         return {}
-    day_start = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
-    base = (ExchangeOrder.requisite_id.in_(ids), ExchangeOrder.status.in_(TURNOVER_STATUSES))
+    base = (ExchangeOrder.requisite_id.in_(ids), COUNTS_TOWARDS_LIMITS)
     total = dict(
         (
             await session.execute(
@@ -293,7 +301,7 @@ async def turnover(session: AsyncSession, ids: set[int], now: datetime) -> dict[
         (
             await session.execute(
                 select(ExchangeOrder.requisite_id, func.sum(ExchangeOrder.amount_payable))
-                .where(*base, ExchangeOrder.created_at >= day_start)
+                .where(*base, ExchangeOrder.created_at >= _day_start(now))
                 .group_by(ExchangeOrder.requisite_id)
             )
         ).all()

@@ -13,7 +13,7 @@ from greengate.domain.errors import BusinessRuleViolation, NotFound
 from greengate.domain.exchange import OrderStatus
 from greengate.runtime import Runtime
 from greengate.services.exchange_orders import confirm_paid
-from greengate.services.requisites import find_by_number
+from greengate.services.requisites import find_by_number, is_awaiting
 from greengate.store.models import Direction, ExchangeOrder, IncomingTransfer
 
 MATCHED, UNMATCHED, REVIEW = "matched", "unmatched", "review"
@@ -66,7 +66,7 @@ async def record_transfer(
             select(ExchangeOrder)
             .where(
                 ExchangeOrder.requisite_id == requisite.id,
-                ExchangeOrder.status == OrderStatus.AWAITING.value,
+                is_awaiting(),
                 ExchangeOrder.currency == transfer.currency,
             )
             .order_by(ExchangeOrder.id)
