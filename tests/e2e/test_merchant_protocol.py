@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import date
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -34,9 +33,9 @@ from tests.support.merchant_api import (
     signed,
     table_counts,
 )
+from tests.support.vectors import SIGNATURE_VECTORS
 
-SPEC_VECTORS = Path("/work/shared/spec/signature-vectors.json")
-VECTORS = json.loads(SPEC_VECTORS.read_text(encoding="utf-8"))["vectors"] if SPEC_VECTORS.exists() else []
+VECTORS = SIGNATURE_VECTORS
 CYRILLIC = "Оплата заказа №7 — «Кофе»"
 
 

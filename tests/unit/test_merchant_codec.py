@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -35,8 +34,9 @@ from greengate.api.merchant.codec import (
 from greengate.domain.errors import InvalidRequest
 from greengate.domain.params import MAX_DEPTH, Params, params_to_pairs
 from greengate.domain.signature import sign, verify
+from tests.support.vectors import SIGNATURE_VECTORS
 
-VECTORS = json.loads(Path("/work/shared/spec/signature-vectors.json").read_text("utf-8"))["vectors"]
+VECTORS = SIGNATURE_VECTORS
 
 SCRIPT = "init_payment.php"
 SECRET = "SeCrEt-key_42"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import string
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -33,9 +31,9 @@ from greengate.domain.signature import (
     verify,
     with_signature,
 )
+from tests.support.vectors import SIGNATURE_VECTORS
 
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared" / "spec" / "signature-vectors.json"
-VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))["vectors"]
+VECTORS = SIGNATURE_VECTORS
 PARAMS_VECTORS = [v for v in VECTORS if v["kind"] == "params"]
 XML_VECTORS = [v for v in VECTORS if v["kind"] == "xml"]
 
