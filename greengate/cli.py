@@ -512,11 +512,19 @@ def order_complete(order_id: int, txid: str = typer.Option(..., "--txid")) -> No
 
 
 @order_app.command("payout")
-def order_payout(order_id: int) -> None:
+def order_payout(
+    order_id: int,
+    wallet_checked: bool = typer.Option(
+        False, "--wallet-checked", help="The wallet shows no transaction for an earlier send: send again."
+    ),
+) -> None:
     """Send the order's BTC through the configured payout backend and complete it."""
     from greengate.services.btc_payouts import pay_out_order
 
-    typer.echo(f"order {order_id}: {_run(lambda rt: pay_out_order(rt, order_id, actor='operator:cli'))}")
+    outcome = _run(
+        lambda rt: pay_out_order(rt, order_id, actor="operator:cli", wallet_checked=wallet_checked)
+    )
+    typer.echo(f"order {order_id}: {outcome}")
 
 
 # --- payments --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, bindparam, insert, select, text, true
+from sqlalchemy import BigInteger, and_, bindparam, insert, select, text, true, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,7 +41,7 @@ from greengate.services.requisites import (
 )
 from greengate.store.db import column_values, table_of, update_versioned
 from greengate.store.links import Link, Row, SqlAlchemyLink
-from greengate.store.models import Direction, ExchangeOrder, Merchant, OrderEvent, Rate
+from greengate.store.models import BtcPayoutSend, Direction, ExchangeOrder, Merchant, OrderEvent, Rate
 
 EXPIRE_JOB = "exchange.order_expire"
 CALLBACK = "exchange.callback"
@@ -539,7 +539,7 @@ async def complete_order(
     except ValueError as exc:
         raise InvalidRequest(str(exc), code="invalid_txid") from None
     order = await lock_order(session, order_id)
-    return await transition(
+    completed = await transition(
         session,
         rt,
         order,
@@ -549,6 +549,13 @@ async def complete_order(
         note=f"txid {clean}",
         changes={"txid": clean, "completed_at": now},
     )
+    await session.execute(
+        update(BtcPayoutSend)
+        .where(BtcPayoutSend.order_id == order_id)
+        .values(state="sent", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return completed
 
 
 async def expire_order(session: AsyncSession, rt: Runtime, order_id: int, now: datetime) -> bool:

@@ -172,6 +172,23 @@ class OrderEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class BtcPayoutSend(Base):
+    """The one send of an order's BTC that is under way or was tried: recorded and committed before the
+    node is called, so the order's row lock is never held across the call, and a second send waits for
+    this one's outcome instead of paying twice."""
+
+    __tablename__ = "btc_payout_sends"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("exchange_orders.id"), primary_key=True)
+    # sending: the node was (or is being) called | failed: it certainly sent nothing | unknown: it may
+    # have sent; the wallet must be checked | sent: the txid is recorded on the order
+    state: Mapped[str] = mapped_column(String(8))
+    actor: Mapped[str] = mapped_column(String(100))
+    error: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class IncomingTransfer(Base):
     __tablename__ = "incoming_transfers"
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -20,7 +22,7 @@ from greengate.domain.errors import DomainError
 from greengate.runtime import Runtime
 from greengate.services.btc_payouts import pay_out_order
 from greengate.services.exchange_orders import confirm_paid
-from greengate.store.models import ExchangeOrder, OrderEvent
+from greengate.store.models import BtcPayoutSend, ExchangeOrder, OrderEvent
 from tests.conftest import make_settings
 from tests.support.exchange import WALLET, check, create_order, make_client, make_direction, make_requisites
 from tests.support.servers import LocalServer, Recorded, Reply
@@ -194,6 +196,51 @@ async def test_a_lost_reply_says_the_payout_may_have_been_sent(
         assert "may have been sent" in lost.value.message
         assert len(bitcoind.calls) == 1
         assert (await check(client, who, [order_id]))[0]["order_status"] == "payed"
+
+        # The node may have sent: another payout is refused until the operator has checked the wallet.
+        with pytest.raises(DomainError) as again:
+            await pay_out_order(rt, order_id, actor="operator:test")
+        assert again.value.code == "payout_in_progress" and "unknown outcome" in again.value.message
+        assert len(bitcoind.calls) == 1
+
+        bitcoind.server.respond = original  # the wallet shows nothing sent; the node answers again
+        outcome = await pay_out_order(rt, order_id, actor="operator:test", wallet_checked=True)
+        assert outcome == f"completed txid={TXID}"
+        assert len(bitcoind.calls) == 2
+        async with rt.db.transaction() as session:
+            send = await session.get(BtcPayoutSend, order_id)
+        assert send is not None and send.state == "sent"
+
+
+async def test_the_order_is_not_locked_while_the_node_is_called(
+    client: httpx.AsyncClient, bitcoind: Bitcoind
+) -> None:
+    rt = runtime(client)
+    who, (order_id,) = await orders(client, 1)
+    release = threading.Event()
+    original = bitcoind.respond
+
+    def held(request: Recorded) -> Reply:
+        release.wait(30)
+        return original(request)
+
+    bitcoind.server.respond = held
+    first = asyncio.create_task(pay_out_order(rt, order_id, actor="operator:first"))
+    try:
+        await asyncio.to_thread(bitcoind.server.wait_for, lambda seen: len(seen) == 1)
+
+        # With the node's answer outstanding, the order's row is free: a second payout reads the
+        # recorded send at once and is refused, instead of queueing behind a lock held across the call.
+        with pytest.raises(DomainError) as second:
+            await pay_out_order(rt, order_id, actor="operator:second")
+        assert second.value.code == "payout_in_progress" and "under way" in second.value.message
+        assert "operator:first" in second.value.message
+        assert (await check(client, who, [order_id]))[0]["order_status"] == "payed"
+    finally:
+        release.set()
+    assert await first == f"completed txid={TXID}"
+    assert len(bitcoind.calls) == 1
+    assert (await check(client, who, [order_id]))[0]["order_status"] == "completed"
 
 
 async def test_only_payed_orders_are_paid_out(client: httpx.AsyncClient, bitcoind: Bitcoind) -> None:
