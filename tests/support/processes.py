@@ -61,7 +61,7 @@ class GreengateProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def wait_http(self, url: str, timeout: float = 20.0) -> httpx.Response:
+    def wait_http(self, url: str, timeout: float = 60.0) -> httpx.Response:
         """Poll `url` until it answers 200; fail early if the process exits."""
         deadline = time.monotonic() + timeout
         last: object = None
