@@ -26,6 +26,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -110,11 +111,29 @@ class PgbenchSummary:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One row of the table: an HTTP phase, the pgbench phase doing its bare SQL, the target ratio."""
+    """One row of the table: an HTTP phase, the baseline phase doing its bare SQL (pgbench, or raw
+    SQLite with `--sqlite`), the target ratio, and absolute targets where the row has them."""
 
     http: PhaseSummary
     pgbench: PgbenchSummary
     target: float
+    min_rps: float = 0.0
+    max_p99_ms: float | None = None
+
+    def met(self) -> bool:
+        return (
+            ratio(self.http.rps, self.pgbench.tps) >= self.target
+            and self.http.rps >= self.min_rps
+            and (self.max_p99_ms is None or self.http.p99_ms < self.max_p99_ms)
+        )
+
+    def target_text(self) -> str:
+        parts = [f"{self.target:.2f}"] if self.target else []
+        if self.min_rps:
+            parts.append(f">={self.min_rps:.0f}/s")
+        if self.max_p99_ms is not None:
+            parts.append(f"p99<{self.max_p99_ms:.0f}")
+        return " ".join(parts) or "-"
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -787,18 +806,27 @@ def report(rows: list[Comparison]) -> list[dict[str, Any]]:
     print()
     print(
         f"{'endpoint':<{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} | "
-        f"{'pgbench':<7} {'tps':>9} {'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} {'target':>7}  met"
+        f"{'baseline':<10} {'tps':>9} {'p50 ms':>8} {'p99 ms':>8} | {'ratio':>6} {'target':>22}  met"
     )
-    print("-" * (102 + width))
+    print("-" * (120 + width))
     for row in rows:
         http_phase, pg_phase = row.http, row.pgbench
         r = ratio(http_phase.rps, pg_phase.tps)
-        met = r >= row.target
-        verdicts.append({"endpoint": http_phase.name, "ratio": r, "target": row.target, "met": met})
+        met = row.met()
+        verdicts.append(
+            {
+                "endpoint": http_phase.name,
+                "ratio": r,
+                "target": row.target,
+                "min_rps": row.min_rps,
+                "max_p99_ms": row.max_p99_ms,
+                "met": met,
+            }
+        )
         print(
             f"{http_phase.name:<{width}} {http_phase.rps:>9.1f} {http_phase.p50_ms:>8.2f} "
-            f"{http_phase.p99_ms:>8.2f} {http_phase.errors:>7} | {pg_phase.script:<7} {pg_phase.tps:>9.1f} "
-            f"{pg_phase.p50_ms:>8.2f} {pg_phase.p99_ms:>8.2f} | {r:>6.3f} {row.target:>7.2f}  "
+            f"{http_phase.p99_ms:>8.2f} {http_phase.errors:>7} | {pg_phase.script:<10} {pg_phase.tps:>9.1f} "
+            f"{pg_phase.p50_ms:>8.2f} {pg_phase.p99_ms:>8.2f} | {r:>6.3f} {row.target_text():>22}  "
             f"{'yes' if met else 'NO'}"
         )
     print()
@@ -815,11 +843,11 @@ def report(rows: list[Comparison]) -> list[dict[str, Any]]:
     for row in rows:
         pgb = row.pgbench
         print(
-            f"pgbench {pgb.script}: {pgb.transactions} transactions, {pgb.failed} failed, "
+            f"baseline {pgb.script}: {pgb.transactions} transactions, {pgb.failed} failed, "
             f"{pgb.clients} clients, {pgb.threads} threads"
         )
     items: list[tuple[str, PhaseSummary | PgbenchSummary]] = [(row.http.name, row.http) for row in rows]
-    items += [(f"pgbench {row.pgbench.script}", row.pgbench) for row in rows]
+    items += [(f"baseline {row.pgbench.script}", row.pgbench) for row in rows]
     if any(item.cores_busy for _, item in items):
         groups = ("server", "postgres", "client", "other")
         print("\nCPU ms per request (cores busy)" + "".join(f"{g:>17}" for g in groups))
@@ -843,6 +871,90 @@ def report(rows: list[Comparison]) -> list[dict[str, Any]]:
     return verdicts
 
 
+# --- raw SQLite ------------------------------------------------------------------------------------------
+
+# The baseline of `--sqlite`: what SQLite itself does on the same file with the gateway's durability
+# (WAL, synchronous=FULL), one connection per client in threads, no application in between.
+RAW_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bench_raw_rows (
+    id INTEGER PRIMARY KEY, merchant_id INTEGER NOT NULL, amount INTEGER NOT NULL,
+    status TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bench_raw_events (
+    id INTEGER PRIMARY KEY, row_id INTEGER NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL);
+"""
+
+
+def raw_sqlite(path: Path, script: str, clients: int, seconds: int) -> PgbenchSummary:
+    """`write`: a two-insert transaction, committed durably; `read`: a point lookup by id."""
+    import threading
+
+    stop = time.monotonic() + seconds
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    failures = [0] * clients
+    max_id = 1
+    if script == "read":
+        with sqlite3.connect(path) as conn:
+            max_id = conn.execute("SELECT coalesce(max(id), 1) FROM bench_raw_rows").fetchone()[0]
+
+    def client(n: int) -> None:
+        rng = random.Random(n)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        payload = "x" * 200
+        mine = latencies[n]
+        try:
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                try:
+                    if script == "write":
+                        now = datetime.now(UTC).isoformat()
+                        conn.execute("BEGIN IMMEDIATE")
+                        row_id = conn.execute(
+                            "INSERT INTO bench_raw_rows (merchant_id, amount, status, payload, created_at)"
+                            " VALUES (1, ?, 'new', ?, ?)",
+                            (rng.randint(1, 10**9), payload, now),
+                        ).lastrowid
+                        conn.execute(
+                            "INSERT INTO bench_raw_events (row_id, kind, at) VALUES (?, 'created', ?)",
+                            (row_id, now),
+                        )
+                        conn.execute("COMMIT")
+                    else:
+                        conn.execute(
+                            "SELECT * FROM bench_raw_rows WHERE id = ?", (rng.randint(1, max_id),)
+                        ).fetchone()
+                except sqlite3.Error:
+                    failures[n] += 1
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    continue
+                mine.append(time.perf_counter() - started)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    done = sorted(x for part in latencies for x in part)
+    return PgbenchSummary(
+        script=f"raw {script}",
+        clients=clients,
+        threads=clients,
+        seconds=seconds,
+        transactions=len(done),
+        failed=sum(failures),
+        tps=round(len(done) / elapsed, 1),
+        p50_ms=round(percentile(done, 50) * 1000, 2),
+        p99_ms=round(percentile(done, 99) * 1000, 2),
+        latency_avg_ms=round(sum(done) / len(done) * 1000, 2) if done else 0.0,
+    )
+
+
 # --- command line ----------------------------------------------------------------------------------------
 
 
@@ -858,6 +970,11 @@ def arg_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--pg-host", default="127.0.0.1")
     p.add_argument("--pg-port", type=int, default=5432)
     p.add_argument("--pg-user", default="postgres")
+    p.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="run the gateway on a SQLite file and compare with raw durable SQLite, not pgbench",
+    )
     return p
 
 
@@ -878,7 +995,9 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
-COMMON_CONFIG = ("duration", "warmup", "concurrency", "server_workers", "client_processes", "max_requests")
+COMMON_CONFIG = (
+    "duration", "warmup", "concurrency", "server_workers", "client_processes", "max_requests", "sqlite",
+)  # fmt: skip
 
 
 # --- one run ---------------------------------------------------------------------------------------------
@@ -898,12 +1017,13 @@ class BenchRun:
         self.pg = Pg(args.pg_host, args.pg_port, args.pg_user)
         self.database = f"greengate_bench_{os.getpid()}"
         self.workdir = Path(tempfile.mkdtemp(prefix="greengate-bench-"))
+        self.sqlite_file = self.workdir / "bench.db" if args.sqlite else None
         self.key_file = str(self.workdir / "unused.key")
         self.keys = "bench:" + base64.urlsafe_b64encode(os.urandom(32)).decode()
         (self.workdir / "metrics").mkdir()
         self.env = {
             **os.environ,
-            "GREENGATE_DATABASE_URL": self.pg.url(self.database),
+            "GREENGATE_DATABASE_URL": self.database_url,
             "GREENGATE_ENCRYPTION_KEYS": self.keys,
             "GREENGATE_ENCRYPTION_KEY_FILE": self.key_file,
             "GREENGATE_LOG_LEVEL": "WARNING",
@@ -942,18 +1062,42 @@ class BenchRun:
 
     @property
     def database_url(self) -> str:
+        if self.sqlite_file is not None:
+            return f"sqlite+aiosqlite:///{self.sqlite_file}"
         return self.pg.url(self.database)
 
     def create_database(self) -> None:
+        if self.sqlite_file is not None:
+            print(f"database {self.sqlite_file}; migrating and seeding", flush=True)
+            return
         self.execute(f'CREATE DATABASE "{self.database}"', database="postgres")
         self.created_db = True
         print(f"database {self.database} created; migrating and seeding", flush=True)
 
     def execute(self, sql: str, *, database: str | None = None) -> None:
+        if self.sqlite_file is not None:
+            with sqlite3.connect(self.sqlite_file) as conn:
+                conn.executescript(sql)
+            return
         asyncio.run(self.pg.execute(database or self.database, sql))
 
     def fetchval(self, sql: str, *args: Any) -> Any:
+        if self.sqlite_file is not None:
+            with sqlite3.connect(self.sqlite_file) as conn:
+                return conn.execute(sql.replace("$1", "?"), args).fetchone()[0]
         return asyncio.run(self.pg.fetchval(self.database, sql, *args))
+
+    def ids(self, table: str, merchant_id: int) -> list[int]:
+        """Every id of `table` that belongs to the merchant."""
+        sql = f"SELECT id FROM {table} WHERE merchant_id = ?"
+        if self.sqlite_file is not None:
+            with sqlite3.connect(self.sqlite_file) as conn:
+                return [row[0] for row in conn.execute(sql, (merchant_id,))]
+        found = self.fetchval(
+            f"SELECT coalesce(array_agg(id), '{{}}') FROM {table} WHERE merchant_id = $1",
+            merchant_id,
+        )
+        return list(found)
 
     def settings(self) -> Settings:
         """greengate Settings for this run's database and keys, to seed through services in-process."""
@@ -1062,8 +1206,13 @@ class BenchRun:
 
     def prepare_pgbench(self) -> int:
         """Stop the server (pgbench gets the machine alone), create the bench tables (the shared
-        outbox.sql, then <name>/schema.sql), and return the client count capped below max_connections."""
+        outbox.sql, then <name>/schema.sql), and return the client count capped below max_connections.
+        With `--sqlite`: the raw baseline's tables in the same file."""
         self.stop_server()
+        if self.sqlite_file is not None:
+            self.execute(RAW_SQLITE_SCHEMA)
+            print("raw SQLite write/read", flush=True)
+            return self.args.concurrency
         max_conn = int(self.fetchval("SHOW max_connections"))
         clients = min(self.args.concurrency, max_conn - 10)
         if clients != self.args.concurrency:
@@ -1074,6 +1223,8 @@ class BenchRun:
         return clients
 
     def pgbench(self, script: str, clients: int, variables: dict[str, int]) -> PgbenchSummary:
+        if self.sqlite_file is not None:
+            return raw_sqlite(self.sqlite_file, script, clients, self.args.duration)
         return pgbench(
             self.pg,
             self.database,
@@ -1098,7 +1249,11 @@ class BenchRun:
             "machine": {
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
-                "postgresql": self.fetchval("SHOW server_version"),
+                "database": (
+                    f"SQLite {sqlite3.sqlite_version}"
+                    if self.sqlite_file is not None
+                    else f"PostgreSQL {self.fetchval('SHOW server_version')}"
+                ),
             },
             "config": {
                 **{key: getattr(self.args, key) for key in COMMON_CONFIG},

@@ -33,7 +33,9 @@ from greengate.domain.signature import with_signature
 FORM = "application/x-www-form-urlencoded"
 # Amounts in KZT (the default currency), whole tenge: 1 .. 100 000.
 MIN_AMOUNT, MAX_AMOUNT = 1, 100_000
-INIT_TARGET, STATUS_TARGET = 0.25, 0.15
+INIT_TARGET, STATUS_TARGET = 0.30, 0.20
+# With --sqlite (durable, 16 connections): absolute targets; raw SQLite is shown beside them.
+SQLITE_INIT_RPS, SQLITE_P99_MS = 500.0, 100.0
 OK = b"<pg_status>ok</pg_status>"
 
 
@@ -108,17 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         init = run.load(InitPayments(merchant_id, secret_key))
         run.settle(after="init_payment")
         # Every payment of the merchant, including those whose answers came after the window closed.
-        ids = run.fetchval(
-            "SELECT coalesce(array_agg(id), '{}') FROM payments WHERE merchant_id = $1", merchant_id
-        )
-        status = run.load(GetStatus(merchant_id, secret_key, list(ids)))
+        ids = run.ids("payments", merchant_id)
+        status = run.load(GetStatus(merchant_id, secret_key, ids))
 
         clients = run.prepare_pgbench()
         write = run.pgbench("write", clients, {"merchant_id": merchant_id})
-        max_id = int(run.fetchval("SELECT coalesce(max(id), 1) FROM bench_payments"))
-        read = run.pgbench("read", clients, {"max_id": max_id})
-
-        rows = [Comparison(init, write, INIT_TARGET), Comparison(status, read, STATUS_TARGET)]
+        if args.sqlite:
+            read = run.pgbench("read", clients, {})
+            rows = [
+                Comparison(init, write, 0.0, SQLITE_INIT_RPS, SQLITE_P99_MS),
+                Comparison(status, read, 0.0),
+            ]
+        else:
+            max_id = int(run.fetchval("SELECT coalesce(max(id), 1) FROM bench_payments"))
+            read = run.pgbench("read", clients, {"max_id": max_id})
+            rows = [Comparison(init, write, INIT_TARGET), Comparison(status, read, STATUS_TARGET)]
         return run.finish(rows, clients, {})
 
 
