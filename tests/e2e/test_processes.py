@@ -132,6 +132,39 @@ async def test_callbacks_survive_a_killed_server(
     await eventually(callbacks_done, 5.0)
 
 
+async def test_every_acknowledged_order_survives_a_server_killed_under_load(
+    processes: Processes, app_client: httpx.AsyncClient, rt: Runtime, free_port: int
+) -> None:
+    who = await make_client(rt)
+    await make_direction(rt)
+    await make_requisites(rt, 5)
+    server = await asyncio.to_thread(processes.serve, free_port, "--workers", "2", "--no-worker")
+    acknowledged: set[int] = set()
+    refused: list[int] = []
+
+    async def keep_creating(client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                response = await create_order(client, who)
+            except httpx.HTTPError:
+                return  # the server is gone
+            if response.status_code != 200:
+                refused.append(response.status_code)
+                continue
+            acknowledged.add(int(response.json()["items"][0]["order_id"]))
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}", timeout=10) as client:
+        creators = [asyncio.create_task(keep_creating(client)) for _ in range(12)]
+        await eventually(lambda: asyncio.sleep(0, len(acknowledged) >= 60), 60.0)
+        server.kill()  # SIGKILL to the whole process group, mid-request
+        await asyncio.wait_for(asyncio.gather(*creators), 30)
+
+    assert refused == []
+    async with rt.db.transaction() as session:
+        stored = set(await session.scalars(select(ExchangeOrder.id)))
+    assert acknowledged <= stored, f"acknowledged but lost: {sorted(acknowledged - stored)}"
+
+
 async def test_multi_process_server_is_healthy_ready_and_measured(
     processes: Processes, free_port: int, tmp_path: Path
 ) -> None:
