@@ -30,7 +30,7 @@ from greengate_client.calls import (
 )
 from greengate_client.errors import MerchantApiError, ProtocolError, SignatureError
 from greengate_client.signature import Params, as_params, first, sign, verify_signature
-from greengate_client.wire import Transport, bracket_pairs, encode, parse_xml
+from greengate_client.wire import Transport, bracket_pairs, encode, parse_xml, xml_names
 
 WIRE_TIME = "%Y-%m-%d %H:%M:%S"
 UNSIGNED_CODES = frozenset({101})  # the merchant could not be identified: the gateway cannot sign
@@ -264,6 +264,8 @@ class _MerchantOperations:
     def message(self, script: str, fields: Mapping[str, Any] | Params, key: Key = "payment") -> Params:
         """A signed message from this merchant: `pg_merchant_id` first, a fresh `pg_salt`, `pg_sig`."""
         params = as_params(fields)
+        if self.transport == "pg_xml":
+            params = xml_names(params)
         if not any(n == "pg_merchant_id" for n, _ in params):
             params = [("pg_merchant_id", str(self.merchant_id)), *params]
         return sign(script, params, self._secret(key))

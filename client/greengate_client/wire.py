@@ -38,6 +38,16 @@ def query_string(params: Params) -> str:
     return urlencode(bracket_pairs(params), quote_via=quote)
 
 
+def xml_names(params: Params, item: str = "item") -> Params:
+    """The message with list children (named 0, 1, ... by `as_params`) renamed `item`: digits are not
+    XML element names. Sign the renamed message when sending it by pg_xml, so the signature covers
+    exactly what travels."""
+    return [
+        (item if name.isdigit() else name, xml_names(value, item) if isinstance(value, list) else value)
+        for name, value in params
+    ]
+
+
 def xml_document(params: Params, root: str = "request") -> str:
     def element(name: str, value: Any) -> str:
         if isinstance(value, list):
