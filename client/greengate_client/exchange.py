@@ -163,11 +163,30 @@ class _ExchangeOperations:
             json.dumps(body).encode(),
         )
 
+    def _send(self, request: Send) -> Flow[Any]:
+        """The answer's JSON, after retrying network errors, 5xx, 429 and 409 (the same idempotency
+        key still running) with backoff or the server's `Retry-After`. Every Exchange API call may be
+        repeated safely: reads change nothing, cancel is idempotent, create carries its key."""
+        attempt = 0
+        while True:
+            try:
+                response = yield request
+            except httpx.TransportError:
+                if attempt + 1 >= self.retry.attempts:
+                    raise
+                yield Sleep(self.retry.delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in RETRY_STATUSES | {409} and attempt + 1 < self.retry.attempts:
+                yield Sleep(self.retry.delay(attempt, retry_after_seconds(response)))
+                attempt += 1
+                continue
+            return _raise_for_error(response)
+
     @operation
     def directions(self) -> Flow[list[Direction]]:
         """Directions visible to this client, with the rate an order created now would lock."""
-        response = yield Send("GET", "/api/v2/directions", self._headers())
-        data = _raise_for_error(response)
+        data = yield from self._send(Send("GET", "/api/v2/directions", self._headers()))
         return [Direction.model_validate(item) for item in data]
 
     @operation
@@ -189,36 +208,19 @@ class _ExchangeOperations:
             {"payment_method": payment_method, "wallet": wallet, "from_amount": str(from_amount)},
             {"Idempotency-Key": key},
         )
-        attempt = 0
-        while True:
-            try:
-                response = yield request
-            except httpx.TransportError:
-                if attempt + 1 >= self.retry.attempts:
-                    raise
-                yield Sleep(self.retry.delay(attempt, None))
-                attempt += 1
-                continue
-            # 409: the first try with this key is still running on the server; ask again shortly.
-            if response.status_code in RETRY_STATUSES | {409} and attempt + 1 < self.retry.attempts:
-                yield Sleep(self.retry.delay(attempt, retry_after_seconds(response)))
-                attempt += 1
-                continue
-            data = _raise_for_error(response)
-            return Order.model_validate(data["items"][0])
+        data = yield from self._send(request)
+        return Order.model_validate(data["items"][0])
 
     @operation
     def check_orders(self, ids: Iterable[str | int] | str | int) -> Flow[list[Order]]:
         """This client's orders among `ids`; unknown ids and other clients' orders are absent."""
-        response = yield self._post("/api/v2/order/check", {"order_id": _ids(ids)})
-        data = _raise_for_error(response)
+        data = yield from self._send(self._post("/api/v2/order/check", {"order_id": _ids(ids)}))
         return [Order.model_validate(item) for item in data["data"]["orders"]]
 
     @operation
     def cancel_orders(self, ids: Iterable[str | int] | str | int) -> Flow[CancelResult]:
         """Cancel those of the orders still `unconfirmed` or `awaiting`; the others come back as failed."""
-        response = yield self._post("/api/v2/order/cancel", {"order_id": _ids(ids)})
-        data = _raise_for_error(response)["data"]
+        data = (yield from self._send(self._post("/api/v2/order/cancel", {"order_id": _ids(ids)})))["data"]
         return CancelResult.model_validate({"canceled": data["cancel"], "failed": data["failed"]})
 
 

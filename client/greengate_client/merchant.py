@@ -127,7 +127,7 @@ class PaymentStatus3(Answer):
 
     @property
     def refunds(self) -> list[Refund]:
-        block = first(self.params, "refund_payments") or first(self.params, "pg_refund_payments") or []
+        block = first(self.params, "pg_refund_payments") or []
         return [Refund.from_params(v) for n, v in block if n == "pg_refund_payment" and isinstance(v, list)]
 
 
