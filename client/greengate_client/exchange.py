@@ -133,6 +133,11 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _raise_for_error(response: httpx.Response) -> Any:
+    if response.status_code != 200 and not response.headers.get("content-type", "").startswith(
+        "application/json"
+    ):
+        # a proxy's or load balancer's page, not the gateway's error shape
+        raise ExchangeApiError(response.status_code, "http_error", response.text[:200])
     data = _json(response)
     if response.status_code == 200:
         return data

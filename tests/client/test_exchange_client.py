@@ -268,6 +268,16 @@ def test_retry_after_is_honoured_and_backoff_grows() -> None:
         flow.throw(httpx.ConnectError("still refused"))
 
 
+def test_a_non_json_error_page_still_raises_with_the_status() -> None:
+    flow = ExchangeClient.directions.flow(_Bare(RetryPolicy(attempts=1)))
+    next(flow)
+    page = httpx.Response(502, headers={"Content-Type": "text/html"}, content=b"<html>Bad gateway</html>")
+    with pytest.raises(ExchangeApiError) as failed:
+        flow.send(page)
+    assert (failed.value.status, failed.value.code) == (502, "http_error")
+    assert "Bad gateway" in failed.value.error
+
+
 def test_retry_after_as_an_http_date() -> None:
     now = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
     dated = httpx.Response(503, headers={"Retry-After": "Thu, 03 Dec 2026 12:00:30 GMT"})
