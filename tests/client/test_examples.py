@@ -98,3 +98,30 @@ def _wait_line(path: Path, pattern: str, timeout: float = 30.0) -> re.Match[str]
         if time.monotonic() > deadline:
             raise AssertionError(f"{pattern!r} not in the example's output:\n{path.read_text()}")
         time.sleep(0.05)
+
+
+def test_the_client_stands_alone() -> None:
+    """It imports nothing of greengate and declares only httpx, pydantic and standardwebhooks."""
+    import tomllib
+
+    modules = sorted(p.stem for p in (CLIENT_ROOT / "greengate_client").glob("*.py"))
+    code = (
+        "import sys; sys.modules['greengate'] = None\n"
+        + "".join(f"import greengate_client.{m}\n" for m in modules if m != "__init__")
+        + "print(sorted(m for m, v in sys.modules.items() if v and m.split('.')[0] == 'greengate'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PYTHONPATH": str(CLIENT_ROOT)},
+        capture_output=True,
+        text=True,
+        cwd=CLIENT_ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    project = tomllib.loads((CLIENT_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "greengate-client"
+    names = {re.split(r"[<>=\[ ]", dep)[0] for dep in project["dependencies"]}
+    assert names == {"httpx", "pydantic", "standardwebhooks"}
