@@ -261,10 +261,16 @@ class _MerchantOperations:
             return self.payout_secret
         return self.secret_key
 
-    def message(self, script: str, fields: Mapping[str, Any] | Params, key: Key = "payment") -> Params:
+    def message(
+        self,
+        script: str,
+        fields: Mapping[str, Any] | Params,
+        key: Key = "payment",
+        transport: Transport | None = None,
+    ) -> Params:
         """A signed message from this merchant: `pg_merchant_id` first, a fresh `pg_salt`, `pg_sig`."""
         params = as_params(fields)
-        if self.transport == "pg_xml":
+        if (transport or self.transport) == "pg_xml":
             params = xml_names(params)
         if not any(n == "pg_merchant_id" for n, _ in params):
             params = [("pg_merchant_id", str(self.merchant_id)), *params]
@@ -309,7 +315,9 @@ class _MerchantOperations:
 
     def payment_url(self, base_url: str, amount: Decimal | str | int, description: str, **pg: Any) -> str:
         """A signed payment.php link for the payer's browser (creates the payment when opened)."""
-        params = self.message("payment.php", _fields(amount=amount, description=description, **pg))
+        params = self.message(
+            "payment.php", _fields(amount=amount, description=description, **pg), transport="query"
+        )
         return f"{base_url.rstrip('/')}/payment.php?{urlencode(bracket_pairs(params))}"
 
     def _status(self, script: str, payment_id: int | str | None, order_id: str | None) -> Flow[Params]:
@@ -538,7 +546,7 @@ class _MerchantOperations:
     def card_pay_url(self, base_url: str, payment_id: int | str) -> str:
         """card/pay: the signed link for the payer's browser (3-D Secure where the card asks for it)."""
         path = self._cards_path("card/pay")
-        params = self.message("pay", _fields(payment_id=payment_id))
+        params = self.message("pay", _fields(payment_id=payment_id), transport="query")
         return f"{base_url.rstrip('/')}{path}?{urlencode(bracket_pairs(params))}"
 
     @operation
