@@ -51,6 +51,8 @@ def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         callback_timeout_seconds="2",
     )
     try:
-        yield Gateway(url, processes.serve(port, env=env))
+        process = processes.start("serve", "--host", "127.0.0.1", "--port", str(port), env=env)
+        process.wait_http(f"{url}/healthz", timeout=60.0)
+        yield Gateway(url, process)
     finally:
         processes.close()

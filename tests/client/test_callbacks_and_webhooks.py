@@ -91,7 +91,7 @@ class ShopServer:
         with self._lock:
             return [r for r in self.received if urlsplit(r.url).path == path]
 
-    def wait(self, path: str, n: int = 1, timeout: float = 20.0) -> list[Received]:
+    def wait(self, path: str, n: int = 1, timeout: float = 60.0) -> list[Received]:
         deadline = time.monotonic() + timeout
         while len(self.at(path)) < n:
             if time.monotonic() > deadline:
@@ -127,7 +127,7 @@ def shop(merchant: Merchant) -> Iterator[ShopServer]:
         yield server
 
 
-def wait_status(client: MerchantClient, payment_id: int, wanted: str, timeout: float = 20.0) -> str:
+def wait_status(client: MerchantClient, payment_id: int, wanted: str, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while (status := client.get_status2(payment_id).transaction_status) != wanted:
         if time.monotonic() > deadline:
@@ -269,7 +269,7 @@ async def test_exchange_webhooks_verify_and_tampering_is_refused(gateway: Gatewa
         with ExchangeClient(gateway.url, office.api_secret) as client:
             order = client.create_order("card", WALLET, "9999")
             client.cancel_orders([order.order_id])
-        seen = receiver.server.wait_for(lambda rs: len(rs) >= 2)
+        seen = receiver.server.wait_for(lambda rs: len(rs) >= 2, timeout=60.0)
     events = [verify_webhook(office.webhook_secret, r.headers, r.body) for r in seen[:2]]
     assert [(e.type, e.data.order_id) for e in events] == [("order.status_changed", order.order_id)] * 2
     assert {e.data.order_status for e in events} == {"awaiting", "canceled"}

@@ -89,7 +89,7 @@ async def test_callbacks_example_answers_the_gateway_s_callbacks(
         log.close()
 
 
-def _wait_line(path: Path, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+def _wait_line(path: Path, pattern: str, timeout: float = 60.0) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while True:
         found = re.search(pattern, path.read_text(), re.M)
