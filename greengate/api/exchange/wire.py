@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from greengate.domain.errors import DomainError, ErrorKind
+from greengate.domain.exchange import UNPAYABLE_STATUSES, OrderStatus
 from greengate.domain.money import format_minor
 from greengate.store.models import Direction
 
@@ -55,8 +56,12 @@ def percent_number(text: str) -> Decimal:
 
 
 def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> dict[str, Any]:
-    """An order as the wire shows it, from its columns (a row, or `column_values` of the object)."""
+    """An order as the wire shows it, from its columns (a row, or `column_values` of the object).
+    The requisites are shown only while the order can still be paid."""
     currency = order["currency"]
+    status = OrderStatus(order["status"])
+    if status in UNPAYABLE_STATUSES:
+        wallet_payment = ""
     return {
         "order_id": str(order["id"]),
         "exchange_rate": order["exchange_rate"],
@@ -66,7 +71,7 @@ def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> 
         "clients_wallet": order["wallet"],
         "created_at": wire_time(order["created_at"]),
         "updated_at": wire_time(order["updated_at"]),
-        "order_status": order["status"],
+        "order_status": status.value,
         "expires_at": wire_time(order["expires_at"]),
         "fast_link": f"{base_url.rstrip('/')}/pay/order/{order['access_token']}",
     }
