@@ -51,7 +51,9 @@ def text_field(data: dict[str, Any], name: str, *, max_length: int = 200) -> str
     return value
 
 
-def order_ids(data: dict[str, Any]) -> list[int]:
+def order_ids(data: dict[str, Any]) -> tuple[list[int], list[str]]:
+    """The ids a check or cancel names: the numeric ones, and the others as the client wrote them (no
+    order has such an id, so they are unknown ids; they never fail the batch)."""
     raw = data.get("order_id")
     if raw is None:
         raise InvalidRequest("order_id is required", code="missing_field", field="order_id")
@@ -61,12 +63,14 @@ def order_ids(data: dict[str, Any]) -> list[int]:
             f"at most {MAX_IDS} order ids per request", code="invalid_field", field="order_id"
         )
     ids: list[int] = []
+    others: list[str] = []
     for item in items:
         number = id_number(str(item) if isinstance(item, int) and not isinstance(item, bool) else item)
         if number is None:
-            raise InvalidRequest("order_id must be numeric ids", code="invalid_field", field="order_id")
-        ids.append(number)
-    return ids
+            others.append(item if isinstance(item, str) else dumps(item).decode())
+        else:
+            ids.append(number)
+    return ids, others
 
 
 def error_answer(error: DomainError) -> Answer:
@@ -89,7 +93,7 @@ async def check(rt: Runtime, api_secret: str | None, content_type: str, body: by
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
     try:
-        ids = order_ids(json_object(rt, content_type, body))
+        ids, _ = order_ids(json_object(rt, content_type, body))
     except DomainError:
         # A wrong secret is refused before a bad body.
         if await find_client_orders(rt.db, rt.keyring, api_secret, []) is None:

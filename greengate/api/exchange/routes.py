@@ -163,13 +163,18 @@ async def post_order_cancel(request: Request, api_secret: str | None = ApiSecret
     async with rt.db.transaction() as session:
         merchant = await _merchant(session, api_secret)
         _, data = await _json(request, rt)
-        outcomes = await cancel_orders(session, rt, merchant, orders.order_ids(data), now)
+        ids, others = orders.order_ids(data)
+        outcomes = await cancel_orders(session, rt, merchant, ids, now)
     canceled = [{"order_id": str(o.order_id), "order_status": o.status} for o in outcomes if o.canceled]
     failed = [
         {"order_id": str(o.order_id), "order_status": o.status, "error": "order can no longer be canceled"}
         for o in outcomes
         if not o.canceled
     ]
+    # Ids that name none of the client's orders (another client's look the same): failed, not found.
+    found = {o.order_id for o in outcomes}
+    unknown = [str(i) for i in sorted(set(ids) - found)] + list(dict.fromkeys(others))
+    failed += [{"order_id": i, "order_status": "", "error": "order not found"} for i in unknown]
     return json_response({"result": "true", "data": {"cancel": canceled, "failed": failed}})
 
 
