@@ -17,10 +17,11 @@ from tests.e2e.test_exchange_api import (
     cancel,
     clean_db,
     complete,
+    count_orders,
     expire,
     pay,
 )
-from tests.support.exchange import check
+from tests.support.exchange import WALLET, Client, check, make_client, make_direction, make_requisites
 
 __all__ = ["clean_db"]  # the faster cleanup of the exchange tests
 
@@ -113,3 +114,63 @@ async def test_cancel_lists_ids_that_are_not_numbers_as_failed_and_cancels_the_o
         {"order_id": given, "order_status": "", "error": "order not found"}
         for given in ("abc", "1.5", '{"id":"1"}')
     ]
+
+
+# --- Idempotency-Key by meaning ---------------------------------------------------------------
+
+SAME_MEANING = [
+    b'{"payment_method":"card","wallet":"%s","from_amount":"9999"}',
+    b'{\n  "from_amount": "9999",\n  "wallet": "%s",\n  "payment_method": "card"\n}\n',
+    b'  {"wallet" : "%s" , "payment_method" : "\\u0063ard",\t"from_amount" : "9999"}',
+]
+
+
+async def post_create(app_client: httpx.AsyncClient, who: Client, body: bytes, key: str) -> httpx.Response:
+    headers = {**who.headers, "Content-Type": "application/json", "Idempotency-Key": key}
+    return await app_client.post("/api/v2/order/create", content=body, headers=headers)
+
+
+async def test_same_idempotency_key_with_the_same_json_written_otherwise_returns_the_first_order(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who = await make_client(rt)
+    await make_direction(rt)
+    await make_requisites(rt, 3)
+
+    answers = [await post_create(app_client, who, body % WALLET.encode(), "k-1") for body in SAME_MEANING]
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[1].content == answers[0].content == answers[2].content
+    assert await count_orders(rt) == 1
+
+
+async def test_same_idempotency_key_with_an_equal_number_written_otherwise_is_the_same_request(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who = await make_client(rt)
+    await make_direction(rt)
+    await make_requisites(rt, 3)
+    body = b'{"payment_method":"card","wallet":"%s","from_amount":%s}'
+
+    first = await post_create(app_client, who, body % (WALLET.encode(), b"9999"), "k-2")
+    second = await post_create(app_client, who, body % (WALLET.encode(), b"9999.00"), "k-2")
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.content == first.content
+    assert await count_orders(rt) == 1
+
+
+async def test_same_idempotency_key_with_another_meaning_is_refused(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who = await make_client(rt)
+    await make_direction(rt)
+    await make_requisites(rt, 3)
+    await post_create(app_client, who, SAME_MEANING[0] % WALLET.encode(), "k-3")
+    other = b'{"payment_method":"card","wallet":"%s","from_amount":"9998"}' % WALLET.encode()
+
+    response = await post_create(app_client, who, other, "k-3")
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_mismatch"
+    assert await count_orders(rt) == 1

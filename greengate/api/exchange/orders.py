@@ -12,7 +12,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from greengate.api.exchange.wire import dumps, error_body, error_status, order_wire
-from greengate.api.jsonbody import parse_json_object
+from greengate.api.jsonbody import canonical_json, parse_json_object
 from greengate.clock import utcnow
 from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
 from greengate.domain.ids import id_number
@@ -140,7 +140,8 @@ async def create(
         fingerprint = ""
         if idempotency_key is not None:
             idempotency.validate_key(idempotency_key)
-            fingerprint = idempotency.request_fingerprint("POST", CREATE_PATH, body)
+            # The same request with other whitespace, key order or escapes is the same request.
+            fingerprint = idempotency.request_fingerprint("POST", CREATE_PATH, canonical_json(data))
             stored = await idempotency.lookup(
                 link, ctx.client_id, "order.create", idempotency_key, fingerprint
             )
