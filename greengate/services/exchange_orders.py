@@ -417,7 +417,7 @@ def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: Exchange
 # What the wire shows of an order (`order_wire`), and the card it is paid to.
 WIRE_COLUMNS = (
     *("id", "status", "currency", "exchange_rate", "amount_payable", "amount_receivable", "wallet"),
-    *("created_at", "updated_at", "expires_at", "access_token", "requisite_id"),
+    *("created_at", "updated_at", "expires_at", "access_token", "requisite_id", "txid"),
 )
 
 

@@ -11,8 +11,10 @@ import httpx
 
 from greengate.clock import utcnow
 from greengate.runtime import Runtime
+from greengate.worker.loop import Worker
 from tests.e2e.test_exchange_api import (
     CARD,
+    TXID,
     an_awaiting_order,
     cancel,
     clean_db,
@@ -21,7 +23,16 @@ from tests.e2e.test_exchange_api import (
     expire,
     pay,
 )
-from tests.support.exchange import WALLET, Client, check, make_client, make_direction, make_requisites
+from tests.support.exchange import (
+    WALLET,
+    Client,
+    check,
+    create_order,
+    make_client,
+    make_direction,
+    make_requisites,
+)
+from tests.support.servers import Receiver
 
 __all__ = ["clean_db"]  # the faster cleanup of the exchange tests
 
@@ -174,3 +185,49 @@ async def test_same_idempotency_key_with_another_meaning_is_refused(
     assert response.status_code == 422
     assert response.json()["code"] == "idempotency_mismatch"
     assert await count_orders(rt) == 1
+
+
+# --- the payout's txid ------------------------------------------------------------------------
+
+
+async def test_check_of_a_completed_order_carries_the_payout_txid(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    await pay(rt, order["order_id"])
+    (payed,) = await check(app_client, who, [order["order_id"]])
+    await complete(rt, order["order_id"])
+
+    (found,) = await check(app_client, who, [order["order_id"]])
+
+    assert "txid" not in payed
+    assert (found["order_status"], found["txid"]) == ("completed", TXID)
+
+
+async def test_callbacks_carry_the_txid_once_completed_and_no_requisites_once_closed(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    with Receiver() as receiver:
+        who = await make_client(rt, webhook_url=receiver.url)
+        await make_direction(rt)
+        await make_requisites(rt, 2)
+        worker = Worker(rt, name="w-details")
+        first = (await create_order(app_client, who, "9999")).json()["items"][0]
+        second = (await create_order(app_client, who, "5000")).json()["items"][0]
+        completed, canceled = first["order_id"], second["order_id"]
+        await pay(rt, completed)
+        await complete(rt, completed)
+        await cancel(app_client, who, [canceled])
+        while await worker.run_once():
+            pass
+        sent = [r.json()["data"] for r in receiver.requests]
+
+    shown = {(d["order_id"], d["order_status"]): (d["wallet_payment"], d.get("txid")) for d in sent}
+    assert shown == {
+        (completed, "awaiting"): (first["wallet_payment"], None),
+        (completed, "payed"): (first["wallet_payment"], None),
+        (completed, "completed"): ("", TXID),
+        (canceled, "awaiting"): (second["wallet_payment"], None),
+        (canceled, "canceled"): ("", None),
+    }
+    assert first["wallet_payment"] and second["wallet_payment"]

@@ -57,12 +57,13 @@ def percent_number(text: str) -> Decimal:
 
 def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> dict[str, Any]:
     """An order as the wire shows it, from its columns (a row, or `column_values` of the object).
-    The requisites are shown only while the order can still be paid."""
+    The requisites are shown only while the order can still be paid; a completed order shows the
+    payout's txid."""
     currency = order["currency"]
     status = OrderStatus(order["status"])
     if status in UNPAYABLE_STATUSES:
         wallet_payment = ""
-    return {
+    wire = {
         "order_id": str(order["id"]),
         "exchange_rate": order["exchange_rate"],
         "amount_payable": fiat_text(order["amount_payable"], currency),
@@ -75,6 +76,9 @@ def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> 
         "expires_at": wire_time(order["expires_at"]),
         "fast_link": f"{base_url.rstrip('/')}/pay/order/{order['access_token']}",
     }
+    if status is OrderStatus.COMPLETED:
+        wire["txid"] = order.get("txid") or ""  # the payout's transaction, beyond the seed's fields
+    return wire
 
 
 def direction_wire(direction: Direction, current_course: Decimal | None) -> dict[str, Any]:
