@@ -4,14 +4,18 @@ and unknown paths."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import update
 
 from greengate.clock import utcnow
 from greengate.runtime import Runtime
+from greengate.store.models import ExchangeOrder
 from greengate.worker.loop import Worker
+from tests.conftest import OPERATOR_TOKEN
 from tests.e2e.test_exchange_api import (
     CARD,
     TXID,
@@ -28,6 +32,7 @@ from tests.support.exchange import (
     Client,
     check,
     create_order,
+    load_order,
     make_client,
     make_direction,
     make_requisites,
@@ -231,3 +236,103 @@ async def test_callbacks_carry_the_txid_once_completed_and_no_requisites_once_cl
         (canceled, "canceled"): ("", None),
     }
     assert first["wallet_payment"] and second["wallet_payment"]
+
+
+# --- the TTL with the worker down -------------------------------------------------------------
+# No worker runs here: the expiry job stays queued, as it does while every worker is stopped.
+
+
+async def past_its_time(rt: Runtime, order: dict[str, Any], by: timedelta = timedelta(minutes=1)) -> datetime:
+    """Move the order's expiry into the past (as if its TTL had run out `by` ago); the new expiry."""
+    expired = utcnow() - by
+    async with rt.db.transaction() as session:
+        await session.execute(
+            update(ExchangeOrder).where(ExchangeOrder.id == int(order["order_id"])).values(expires_at=expired)
+        )
+    return expired
+
+
+async def post_transfer(app_client: httpx.AsyncClient, amount: str, **extra: str) -> dict[str, Any]:
+    response = await app_client.post(
+        "/api/v2/internal/transfers",
+        json={"requisite": CARD, "amount": amount, "currency": "RUB", **extra},
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_check_reports_an_order_past_its_time_autocanceled_before_the_sweep(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    await past_its_time(rt, order)
+
+    (found,) = await check(app_client, who, [order["order_id"]])
+
+    assert (found["order_status"], found["wallet_payment"]) == ("autocanceled", "")
+    assert (await load_order(rt, order["order_id"])).status == "awaiting"  # the sweep has not run
+
+
+async def test_payer_page_of_an_order_past_its_time_says_not_to_pay_before_the_sweep(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    _, order = await an_awaiting_order(app_client, rt)
+    await past_its_time(rt, order)
+
+    response = await app_client.get(urlsplit(order["fast_link"]).path)
+
+    assert response.status_code == 200
+    assert "The time to pay has run out. Do not transfer money for this order." in response.text
+    assert CARD not in response.text.replace(" ", "")
+    assert 'id="countdown"' not in response.text
+
+
+async def test_exact_transfer_after_the_time_ran_out_is_held_as_a_late_payment(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    await past_its_time(rt, order)
+
+    transfer = await post_transfer(app_client, "9999")
+
+    assert (transfer["status"], transfer["order_id"]) == ("review", order["order_id"])
+    assert transfer["note"] == "late payment for autocanceled order"
+    (found,) = await check(app_client, who, [order["order_id"]])
+    assert found["order_status"] == "autocanceled"
+    assert (await load_order(rt, order["order_id"])).status == "autocanceled"
+
+
+async def test_exact_transfer_received_in_time_but_reported_late_pays_the_order(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    expired = await past_its_time(rt, order)
+    in_time = (expired - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S")
+
+    transfer = await post_transfer(app_client, "9999", received_at=in_time)
+
+    assert transfer["status"] == "matched"
+    (found,) = await check(app_client, who, [order["order_id"]])
+    assert found["order_status"] == "payed"
+
+
+async def test_cancel_of_an_order_past_its_time_reports_it_autocanceled(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, order = await an_awaiting_order(app_client, rt)
+    await past_its_time(rt, order)
+
+    data = await cancel(app_client, who, [order["order_id"]])
+
+    assert data == {
+        "cancel": [],
+        "failed": [
+            {
+                "order_id": order["order_id"],
+                "order_status": "autocanceled",
+                "error": "order can no longer be canceled",
+            }
+        ],
+    }

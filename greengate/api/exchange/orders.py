@@ -102,8 +102,8 @@ async def check(rt: Runtime, api_secret: str | None, content_type: str, body: by
     found = await find_client_orders(rt.db, rt.keyring, api_secret, ids)
     if found is None:
         raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
-    base = rt.settings.public_base_url
-    rendered = [order_wire(order, number, base) for order, number in found]
+    base, now = rt.settings.public_base_url, utcnow()
+    rendered = [order_wire(order, number, base, now) for order, number in found]
     return 200, dumps({"result": "true", "data": {"orders": rendered}})
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from greengate.domain.errors import DomainError, ErrorKind
-from greengate.domain.exchange import UNPAYABLE_STATUSES, OrderStatus
+from greengate.domain.exchange import UNPAYABLE_STATUSES, OrderStatus, status_seen
 from greengate.domain.money import format_minor
 from greengate.store.models import Direction
 
@@ -55,12 +55,17 @@ def percent_number(text: str) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
 
-def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> dict[str, Any]:
+def order_wire(
+    order: Mapping[str, Any], wallet_payment: str, base_url: str, now: datetime | None = None
+) -> dict[str, Any]:
     """An order as the wire shows it, from its columns (a row, or `column_values` of the object).
     The requisites are shown only while the order can still be paid; a completed order shows the
-    payout's txid."""
+    payout's txid. Read at `now`, an open order whose time has run out is autocanceled, whether or not
+    the expiry has been written yet."""
     currency = order["currency"]
     status = OrderStatus(order["status"])
+    if now is not None:
+        status = status_seen(status, order["expires_at"], now)
     if status in UNPAYABLE_STATUSES:
         wallet_payment = ""
     wire = {
