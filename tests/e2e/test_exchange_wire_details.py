@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from greengate.clock import utcnow
@@ -336,3 +337,75 @@ async def test_cancel_of_an_order_past_its_time_reports_it_autocanceled(
             }
         ],
     }
+
+
+# --- unknown paths under /api/ ----------------------------------------------------------------
+
+ERROR_KEYS = {"response", "result", "error", "code"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v2/nothing"),
+        ("POST", "/api/v1/order/check"),
+        ("POST", "/api/v3/order/create"),
+        ("GET", "/api/"),
+        ("GET", "/api"),
+        ("PUT", "/api/v2/order/missing/deeper"),
+        ("DELETE", "/api/anything"),
+    ],
+)
+async def test_unknown_path_under_api_is_not_found_in_the_error_shape(
+    app_client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await app_client.request(method, path, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == ERROR_KEYS
+    assert (body["response"], body["result"], body["code"]) == ("error", "false", "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v2/directions/"),
+        ("POST", "/api/v2/order/create/"),
+        ("POST", "/api/v2/order/check/"),
+        ("POST", "/api/v2/order/cancel/"),
+        ("POST", "/api/v2/internal/transfers/"),
+    ],
+)
+async def test_trailing_slash_is_not_found_in_the_error_shape_not_a_redirect(
+    app_client: httpx.AsyncClient, rt: Runtime, method: str, path: str
+) -> None:
+    who = await make_client(rt)
+
+    response = await app_client.request(method, path, json={"order_id": ["1"]}, headers=who.headers)
+
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["code"] == "not_found"
+    assert "trailing slash" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v2/order/create"),
+        ("GET", "/api/v2/order/check"),
+        ("DELETE", "/api/v2/order/cancel"),
+        ("POST", "/api/v2/directions"),
+    ],
+)
+async def test_known_path_with_another_method_is_refused_in_the_error_shape(
+    app_client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await app_client.request(method, path)
+
+    assert response.status_code == 405
+    body = response.json()
+    assert set(body) == ERROR_KEYS
+    assert body["code"] == "method_not_allowed"
