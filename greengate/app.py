@@ -122,10 +122,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(merchant_payouts.router)
     app.include_router(payout_pages.router)
     app.include_router(console.router)
+    exchange_routes.add_unknown_path_routes(app)  # last: it takes only what no other route serves
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/api/v2"):
+        if request.url.path == "/api" or request.url.path.startswith("/api/"):
             err = NotFound("unknown endpoint", code="not_found") if exc.status_code == 404 else None
             body: dict[str, Any] = (
                 error_body(err)

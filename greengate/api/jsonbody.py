@@ -6,6 +6,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from greengate.domain.errors import InvalidRequest
 
 
@@ -36,3 +38,25 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", code="malformed_json")
     return data
+
+
+def canonical_json(data: Any) -> bytes:
+    """The request's meaning as bytes: keys sorted, no insignificant whitespace, strings as parsed (so
+    escapes do not matter), numbers by value (`1.50` and `1.5` are one number). Two bodies that parse
+    to the same object give the same bytes."""
+    try:
+        return orjson.dumps(_canonical(data), option=orjson.OPT_SORT_KEYS)
+    except RecursionError:
+        raise InvalidRequest("JSON nested too deeply", code="malformed_json") from None
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format(value.normalize(), "f").encode())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return orjson.Fragment(str(value).encode())
+    return value

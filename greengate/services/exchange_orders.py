@@ -417,7 +417,7 @@ def _enqueue_callback(session: AsyncSession, merchant: Merchant, order: Exchange
 # What the wire shows of an order (`order_wire`), and the card it is paid to.
 WIRE_COLUMNS = (
     *("id", "status", "currency", "exchange_rate", "amount_payable", "amount_receivable", "wallet"),
-    *("created_at", "updated_at", "expires_at", "access_token", "requisite_id"),
+    *("created_at", "updated_at", "expires_at", "access_token", "requisite_id", "txid"),
 )
 
 
@@ -495,7 +495,11 @@ async def cancel_orders(
             order = await lock_order(session, order_id, merchant.id)
         except NotFound:
             continue  # never reveal other clients' orders
-        if OrderStatus(order.status) in OPEN_STATUSES:
+        if OrderStatus(order.status) in OPEN_STATUSES and order.expires_at <= now:
+            # Its time ran out before the expiry sweep came by: it is autocanceled, not canceled.
+            await expire_order(session, rt, order.id, now)
+            outcomes.append(CancelOutcome(order.id, order.status, False))
+        elif OrderStatus(order.status) in OPEN_STATUSES:
             await transition(session, rt, order, OrderStatus.CANCELED, actor=f"client:{merchant.id}", now=now)
             outcomes.append(CancelOutcome(order.id, order.status, True))
         else:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from greengate.domain.errors import BusinessRuleViolation, NotFound
 from greengate.domain.exchange import OrderStatus
 from greengate.runtime import Runtime
-from greengate.services.exchange_orders import confirm_paid
+from greengate.services.exchange_orders import confirm_paid, expire_order
 from greengate.services.requisites import find_by_number, is_awaiting
 from greengate.store.models import Direction, ExchangeOrder, IncomingTransfer
 
@@ -73,6 +73,13 @@ async def record_transfer(
             .with_for_update()
         )
     )
+    # An order whose time ran out before the money arrived is autocanceled here, even if the expiry
+    # sweep has not come by (the worker may be down): its rate is stale, so a transfer for it is a late
+    # payment for the operator to review, never a match.
+    arrived = min(transfer.received_at, now)
+    for order in [o for o in awaiting if o.expires_at <= arrived]:
+        await expire_order(session, rt, order.id, now)
+    awaiting = [o for o in awaiting if o.status == OrderStatus.AWAITING.value]
     exact = [o for o in awaiting if o.amount_payable == transfer.amount]
     if exact:
         await _apply(session, rt, row, exact[0], transfer.amount, now, actor, "exact match")

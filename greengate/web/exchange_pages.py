@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from greengate.api.exchange.wire import fiat_text, wire_time
 from greengate.clock import utcnow
 from greengate.domain.errors import DomainError
-from greengate.domain.exchange import OrderStatus
+from greengate.domain.exchange import OrderStatus, status_seen
 from greengate.domain.money import format_minor
 from greengate.runtime import Runtime
 from greengate.services.directions import list_directions
@@ -53,7 +53,8 @@ async def order_page(request: Request, token: str) -> Response:
             session, rt.keyring, {order.requisite_id} if order.requisite_id else set()
         )
         requisite = await session.get(Requisite, order.requisite_id) if order.requisite_id else None
-    status = OrderStatus(order.status)
+    # Past its time an open order is autocanceled, even before the expiry sweep has written it.
+    status = status_seen(OrderStatus(order.status), order.expires_at, now)
     number = numbers.get(order.requisite_id or 0, "")
     amount = fiat_text(order.amount_payable, order.currency)
     show_details = status is OrderStatus.AWAITING and bool(number)

@@ -525,10 +525,10 @@ async def test_check_with_a_right_secret_and_a_bad_body_is_invalid(
 ) -> None:
     who, _ = await an_awaiting_order(app_client, rt)
 
-    response = await app_client.post("/api/v2/order/check", json={"order_id": "x"}, headers=who.headers)
+    response = await app_client.post("/api/v2/order/check", json={"order_ids": ["1"]}, headers=who.headers)
 
     assert response.status_code == 400
-    assert response.json()["code"] == "invalid_field"
+    assert response.json()["code"] == "missing_field"
 
 
 async def test_check_gives_each_order_its_own_card(app_client: httpx.AsyncClient, rt: Runtime) -> None:
@@ -622,7 +622,7 @@ async def test_cancel_reports_canceled_and_failed_orders_of_one_request(
     assert [f["order_id"] for f in data["failed"]] == [payed["order_id"]]
 
 
-async def test_cancel_of_another_clients_order_reports_nothing_and_leaves_it(
+async def test_cancel_of_another_clients_order_reports_it_not_found_and_leaves_it(
     app_client: httpx.AsyncClient, rt: Runtime
 ) -> None:
     owner, order = await an_awaiting_order(app_client, rt)
@@ -630,16 +630,25 @@ async def test_cancel_of_another_clients_order_reports_nothing_and_leaves_it(
 
     data = await cancel(app_client, other, [order["order_id"]])
 
-    assert data == {"cancel": [], "failed": []}
+    assert data == {
+        "cancel": [],
+        "failed": [{"order_id": order["order_id"], "order_status": "", "error": "order not found"}],
+    }
     assert await status_of(app_client, owner, order["order_id"]) == "awaiting"
 
 
-async def test_cancel_of_unknown_id_reports_nothing(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+async def test_cancel_of_unknown_id_reports_it_failed_as_not_found(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
     who, order = await an_awaiting_order(app_client, rt)
+    unknown = str(int(order["order_id"]) + 1000)
 
-    data = await cancel(app_client, who, [str(int(order["order_id"]) + 1000)])
+    data = await cancel(app_client, who, [unknown])
 
-    assert data == {"cancel": [], "failed": []}
+    assert data == {
+        "cancel": [],
+        "failed": [{"order_id": unknown, "order_status": "", "error": "order not found"}],
+    }
 
 
 async def test_canceled_order_frees_its_requisite_for_the_same_amount(

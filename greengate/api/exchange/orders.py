@@ -12,7 +12,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from greengate.api.exchange.wire import dumps, error_body, error_status, order_wire
-from greengate.api.jsonbody import parse_json_object
+from greengate.api.jsonbody import canonical_json, parse_json_object
 from greengate.clock import utcnow
 from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
 from greengate.domain.ids import id_number
@@ -51,7 +51,9 @@ def text_field(data: dict[str, Any], name: str, *, max_length: int = 200) -> str
     return value
 
 
-def order_ids(data: dict[str, Any]) -> list[int]:
+def order_ids(data: dict[str, Any]) -> tuple[list[int], list[str]]:
+    """The ids a check or cancel names: the numeric ones, and the others as the client wrote them (no
+    order has such an id, so they are unknown ids; they never fail the batch)."""
     raw = data.get("order_id")
     if raw is None:
         raise InvalidRequest("order_id is required", code="missing_field", field="order_id")
@@ -61,12 +63,14 @@ def order_ids(data: dict[str, Any]) -> list[int]:
             f"at most {MAX_IDS} order ids per request", code="invalid_field", field="order_id"
         )
     ids: list[int] = []
+    others: list[str] = []
     for item in items:
         number = id_number(str(item) if isinstance(item, int) and not isinstance(item, bool) else item)
         if number is None:
-            raise InvalidRequest("order_id must be numeric ids", code="invalid_field", field="order_id")
-        ids.append(number)
-    return ids
+            others.append(item if isinstance(item, str) else dumps(item).decode())
+        else:
+            ids.append(number)
+    return ids, others
 
 
 def error_answer(error: DomainError) -> Answer:
@@ -89,7 +93,7 @@ async def check(rt: Runtime, api_secret: str | None, content_type: str, body: by
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
     try:
-        ids = order_ids(json_object(rt, content_type, body))
+        ids, _ = order_ids(json_object(rt, content_type, body))
     except DomainError:
         # A wrong secret is refused before a bad body.
         if await find_client_orders(rt.db, rt.keyring, api_secret, []) is None:
@@ -98,8 +102,8 @@ async def check(rt: Runtime, api_secret: str | None, content_type: str, body: by
     found = await find_client_orders(rt.db, rt.keyring, api_secret, ids)
     if found is None:
         raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
-    base = rt.settings.public_base_url
-    rendered = [order_wire(order, number, base) for order, number in found]
+    base, now = rt.settings.public_base_url, utcnow()
+    rendered = [order_wire(order, number, base, now) for order, number in found]
     return 200, dumps({"result": "true", "data": {"orders": rendered}})
 
 
@@ -136,7 +140,8 @@ async def create(
         fingerprint = ""
         if idempotency_key is not None:
             idempotency.validate_key(idempotency_key)
-            fingerprint = idempotency.request_fingerprint("POST", CREATE_PATH, body)
+            # The same request with other whitespace, key order or escapes is the same request.
+            fingerprint = idempotency.request_fingerprint("POST", CREATE_PATH, canonical_json(data))
             stored = await idempotency.lookup(
                 link, ctx.client_id, "order.create", idempotency_key, fingerprint
             )

@@ -11,11 +11,12 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.routing import Match
 
 from greengate.api.exchange import orders, schemas
 from greengate.api.exchange.wire import direction_wire, dumps, error_body, error_status
 from greengate.clock import utcnow
-from greengate.domain.errors import DomainError, InvalidRequest, Unauthorized, Unavailable
+from greengate.domain.errors import DomainError, InvalidRequest, NotFound, Unauthorized, Unavailable
 from greengate.domain.money import parse_amount
 from greengate.runtime import Runtime
 from greengate.security.tokens import constant_time_equals
@@ -163,13 +164,18 @@ async def post_order_cancel(request: Request, api_secret: str | None = ApiSecret
     async with rt.db.transaction() as session:
         merchant = await _merchant(session, api_secret)
         _, data = await _json(request, rt)
-        outcomes = await cancel_orders(session, rt, merchant, orders.order_ids(data), now)
+        ids, others = orders.order_ids(data)
+        outcomes = await cancel_orders(session, rt, merchant, ids, now)
     canceled = [{"order_id": str(o.order_id), "order_status": o.status} for o in outcomes if o.canceled]
     failed = [
         {"order_id": str(o.order_id), "order_status": o.status, "error": "order can no longer be canceled"}
         for o in outcomes
         if not o.canceled
     ]
+    # Ids that name none of the client's orders (another client's look the same): failed, not found.
+    found = {o.order_id for o in outcomes}
+    unknown = [str(i) for i in sorted(set(ids) - found)] + list(dict.fromkeys(others))
+    failed += [{"order_id": i, "order_status": "", "error": "order not found"} for i in unknown]
     return json_response({"result": "true", "data": {"cancel": canceled, "failed": failed}})
 
 
@@ -238,3 +244,30 @@ async def post_incoming_transfer(
             "note": row.note,
         }
     return json_response(body)
+
+
+# Every method, so that an unknown path under /api/ is answered here whatever the method.
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def unknown_api_path(request: Request) -> Response:
+    """Any path under /api/ that no route serves, in the Exchange API's error shape: 405 for a known path
+    asked with another method, 404 otherwise (a trailing slash too: it is not redirected)."""
+    # A route that knows the path but not the method matches partially.
+    known_path = any(
+        route.matches(request.scope)[0] is Match.PARTIAL
+        for route in request.app.router.routes
+        if getattr(route, "endpoint", None) is not unknown_api_path
+    )
+    path = request.url.path
+    if known_path:
+        error = InvalidRequest(f"{request.method} is not allowed on {path}", code="method_not_allowed")
+        return json_response(error_body(error), 405)
+    hint = " (without the trailing slash?)" if path.endswith("/") and path != "/api/" else ""
+    return error_response(NotFound(f"unknown endpoint {path}{hint}", code="not_found"))
+
+
+def add_unknown_path_routes(app: Any) -> None:
+    """Register `unknown_api_path` after every other route, so that it serves only what they do not."""
+    for path in ("/api", "/api/{rest:path}"):
+        app.add_api_route(path, unknown_api_path, methods=ANY_METHOD, include_in_schema=False)

@@ -27,13 +27,19 @@ class OrderOut(BaseModel):
     exchange_rate: str = Field(examples=["3233561.44"])
     amount_payable: str = Field(examples=["9999"])
     amount_receivable: str = Field(examples=["0.00256657"])
-    wallet_payment: str = Field(examples=["4276380012345678"])
+    wallet_payment: str = Field(
+        examples=["4276380012345678"],
+        description='The card to pay to; "" while none is assigned and once the order can no longer be paid',
+    )
     clients_wallet: str
     created_at: str = Field(examples=["2022-04-29 14:21:43"])
     updated_at: str
     order_status: Literal["unconfirmed", "awaiting", "payed", "completed", "autocanceled", "canceled"]
     expires_at: str
     fast_link: str
+    txid: str | None = Field(
+        default=None, description="Only on completed orders: the payout's BTC transaction id"
+    )
 
 
 class CreateOrderOut(BaseModel):
@@ -51,9 +57,9 @@ class CheckOut(BaseModel):
 
 
 class CancelItem(BaseModel):
-    order_id: str
-    order_status: str
-    error: str | None = None
+    order_id: str = Field(description="As sent; an id that is not a number is failed as not found")
+    order_status: str = Field(description='"" for an id that is not one of the client\'s orders')
+    error: str | None = Field(default=None, examples=["order can no longer be canceled", "order not found"])
 
 
 class CancelData(BaseModel):

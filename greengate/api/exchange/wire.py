@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from greengate.domain.errors import DomainError, ErrorKind
+from greengate.domain.exchange import UNPAYABLE_STATUSES, OrderStatus, status_seen
 from greengate.domain.money import format_minor
 from greengate.store.models import Direction
 
@@ -54,10 +55,20 @@ def percent_number(text: str) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
 
-def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> dict[str, Any]:
-    """An order as the wire shows it, from its columns (a row, or `column_values` of the object)."""
+def order_wire(
+    order: Mapping[str, Any], wallet_payment: str, base_url: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """An order as the wire shows it, from its columns (a row, or `column_values` of the object).
+    The requisites are shown only while the order can still be paid; a completed order shows the
+    payout's txid. Read at `now`, an open order whose time has run out is autocanceled, whether or not
+    the expiry has been written yet."""
     currency = order["currency"]
-    return {
+    status = OrderStatus(order["status"])
+    if now is not None:
+        status = status_seen(status, order["expires_at"], now)
+    if status in UNPAYABLE_STATUSES:
+        wallet_payment = ""
+    wire = {
         "order_id": str(order["id"]),
         "exchange_rate": order["exchange_rate"],
         "amount_payable": fiat_text(order["amount_payable"], currency),
@@ -66,10 +77,13 @@ def order_wire(order: Mapping[str, Any], wallet_payment: str, base_url: str) -> 
         "clients_wallet": order["wallet"],
         "created_at": wire_time(order["created_at"]),
         "updated_at": wire_time(order["updated_at"]),
-        "order_status": order["status"],
+        "order_status": status.value,
         "expires_at": wire_time(order["expires_at"]),
         "fast_link": f"{base_url.rstrip('/')}/pay/order/{order['access_token']}",
     }
+    if status is OrderStatus.COMPLETED:
+        wire["txid"] = order.get("txid") or ""  # the payout's transaction, beyond the seed's fields
+    return wire
 
 
 def direction_wire(direction: Direction, current_course: Decimal | None) -> dict[str, Any]:
