@@ -24,7 +24,7 @@ from greengate.services.rates import current_rate
 from greengate.services.requisites import requisite_numbers
 from greengate.store.models import Direction, ExchangeOrder, Requisite
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 STATUS_TEXT = {
@@ -41,7 +41,7 @@ def _remaining(expires_at: datetime, now: datetime) -> int:
     return max(int((expires_at - now).total_seconds()), 0)
 
 
-@router.get("/pay/order/{token}", response_class=HTMLResponse)
+@router.get("/pay/order/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def order_page(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.runtime
     now = utcnow()
@@ -95,8 +95,16 @@ def client_rate(rate: Decimal, commission_percent: Decimal) -> Decimal:
     return (rate / (1 - commission_percent / 100)).quantize(Decimal("0.01"), rounding=ROUND_UP)
 
 
-@router.get("/rates.xml")
+@router.get(
+    "/rates.xml",
+    tags=["Exchange API"],
+    summary="Rates export for monitoring sites",
+    response_class=Response,
+    responses={200: {"description": "BestChange-format XML", "content": {"application/xml": {}}}},
+)
 async def rates_xml(request: Request) -> Response:
+    """Each active direction that has requisites and a usable rate, as one `<item>`: fiat per 1 BTC
+    with the commission included, the BTC reserve, and the direction's limits."""
     rt: Runtime = request.app.state.runtime
     now = utcnow()
     items: list[str] = []
