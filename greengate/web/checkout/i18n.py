@@ -150,6 +150,11 @@ TEXTS: dict[str, dict[str, str]] = {
     "reason": {"ru": "Причина", "en": "Reason", "kk": "Себебі"},
     "error_code": {"ru": "Код ошибки", "en": "Error code", "kk": "Қате коды"},
     "return_shop": {"ru": "Вернуться в магазин", "en": "Return to the shop", "kk": "Дүкенге оралу"},
+    "close_page": {
+        "ru": "Магазин не указал адрес для возврата. Закройте эту страницу и вернитесь в магазин.",
+        "en": "The shop left no address to return to. Close this page and go back to the shop.",
+        "kk": "Дүкен қайту мекенжайын көрсетпеді. Бұл бетті жауып, дүкенге оралыңыз.",
+    },
     "redirecting": {
         "ru": "Возвращаем вас в магазин…",
         "en": "Taking you back to the shop…",
