@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(payout_pages.router)
     app.include_router(console.router)
     app.include_router(api_docs.router)
+    api_docs.mount_guide(app, settings.docs_site_dir)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
