@@ -28,7 +28,7 @@ from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
-from greengate.web import checkout, console, exchange_pages
+from greengate.web import api_docs, checkout, console, exchange_pages
 from greengate.web.checkout import card_storage as card_storage_pages
 from greengate.web.checkout import payout_pages
 from greengate.worker.loop import Worker
@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         version="0.1.0",
         description="Self-hosted payment gateway: Exchange API (fiat → BTC) and Merchant API.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
@@ -122,6 +124,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(merchant_payouts.router)
     app.include_router(payout_pages.router)
     app.include_router(console.router)
+    app.include_router(api_docs.router)
+    api_docs.mount_guide(app, settings.docs_site_dir)
     exchange_routes.add_unknown_path_routes(app)  # last: it takes only what no other route serves
 
     @app.exception_handler(StarletteHTTPException)
@@ -136,12 +140,35 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             return JSONResponse(body, status_code=exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get(
+        "/healthz",
+        tags=["Operations"],
+        summary="Liveness",
+        responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+    )
     async def healthz() -> dict[str, str]:
+        """The process answers. Touches nothing else: use /readyz to know whether it can serve."""
         return {"status": "ok"}
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.get(
+        "/readyz",
+        tags=["Operations"],
+        summary="Readiness",
+        response_class=JSONResponse,
+        responses={
+            200: {"content": {"application/json": {"example": {"status": "ok", "migrations": "0007"}}}},
+            503: {
+                "description": "The database is unreachable or its schema is not at this version's head",
+                "content": {
+                    "application/json": {
+                        "example": {"status": "unavailable", "migrations": {"current": None, "head": "0007"}}
+                    }
+                },
+            },
+        },
+    )
     async def readyz(request: Request) -> Response:
+        """Ready to serve: the database answers and its migrations are at this version's head."""
         rt: Runtime = request.app.state.runtime
         try:
             async with rt.db.engine.connect() as conn:
@@ -156,8 +183,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             )
         return JSONResponse({"status": "ok", "migrations": current})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(
+        "/metrics",
+        tags=["Operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {}}}},
+    )
     async def metrics() -> Response:
+        """Request counts and latencies, callback delivery, worker and business counters."""
         body, content_type = render()
         return Response(body, media_type=content_type)
 

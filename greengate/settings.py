@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 1_000_000
     log_level: str = "INFO"
     log_json: bool = True
+    # The built documentation site (`mkdocs build`), served at /docs/guide when it exists.
+    # Empty → site/ of the checkout the package runs from.
+    docs_site_dir: str = ""
 
     def fixed_rate_map(self) -> dict[str, Decimal]:
         rates: dict[str, Decimal] = {}

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
+from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
 import segno
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy import func, select
 
 from greengate.api.exchange.wire import fiat_text, wire_time
@@ -23,32 +25,30 @@ from greengate.services.directions import list_directions
 from greengate.services.rates import current_rate
 from greengate.services.requisites import requisite_numbers
 from greengate.store.models import Direction, ExchangeOrder, Requisite
+from greengate.web.checkout.i18n import LANGUAGE_NAMES, LANGUAGES, pick_language, translator
+from greengate.web.checkout.routes import language_param
+from greengate.web.exchange_texts import TEXTS
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-STATUS_TEXT = {
-    OrderStatus.UNCONFIRMED: "Waiting for payment details to be assigned. This page refreshes by itself.",
-    OrderStatus.AWAITING: "Transfer exactly the amount below to these details before the time runs out.",
-    OrderStatus.PAYED: "Payment received. Bitcoin is on its way.",
-    OrderStatus.COMPLETED: "Completed: bitcoin has been sent.",
-    OrderStatus.AUTOCANCELED: "The time to pay has run out. Do not transfer money for this order.",
-    OrderStatus.CANCELED: "This order was canceled. Do not transfer money for this order.",
-}
 
 
 def _remaining(expires_at: datetime, now: datetime) -> int:
     return max(int((expires_at - now).total_seconds()), 0)
 
 
-@router.get("/pay/order/{token}", response_class=HTMLResponse)
+@router.get("/pay/order/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def order_page(request: Request, token: str) -> Response:
     rt: Runtime = request.app.state.runtime
     now = utcnow()
+    explicit_lang = language_param(request)
+    lang = pick_language(explicit_lang, None, request.headers.get("accept-language"))
+    t = translator(lang, TEXTS)
     async with rt.db.transaction() as session:
         order = await session.scalar(select(ExchangeOrder).where(ExchangeOrder.access_token == token))
         if order is None or len(token) > 64:
-            return HTMLResponse(templates.get_template("exchange/not_found.html").render(), status_code=404)
+            html = templates.get_template("exchange/not_found.html").render(lang=lang, t=t)
+            return HTMLResponse(html, status_code=404)
         numbers = await requisite_numbers(
             session, rt.keyring, {order.requisite_id} if order.requisite_id else set()
         )
@@ -64,9 +64,19 @@ async def order_page(request: Request, token: str) -> Response:
         else ""
     )
     context = {
+        "t": t,
+        "lang": lang,
+        "languages": [
+            {"code": code, "name": LANGUAGE_NAMES[code], "url": f"?{urlencode({'lang': code})}"}
+            for code in LANGUAGES
+            if code != lang
+        ],
         "order": order,
         "status": status.value,
-        "status_text": STATUS_TEXT[status],
+        "status_text": t(f"status_{status.value}"),
+        "exact_amount": Markup.escape(t("exact_amount", amount="\x00")).replace(
+            "\x00", Markup("<strong>{} {}</strong>").format(amount, order.currency)
+        ),
         "show_details": show_details,
         "number": " ".join(number[i : i + 4] for i in range(0, len(number), 4)),
         "bank": requisite.bank if requisite else "",
@@ -96,8 +106,16 @@ def client_rate(rate: Decimal, commission_percent: Decimal) -> Decimal:
     return (rate / (1 - commission_percent / 100)).quantize(Decimal("0.01"), rounding=ROUND_UP)
 
 
-@router.get("/rates.xml")
+@router.get(
+    "/rates.xml",
+    tags=["Exchange API"],
+    summary="Rates export for monitoring sites",
+    response_class=Response,
+    responses={200: {"description": "BestChange-format XML", "content": {"application/xml": {}}}},
+)
 async def rates_xml(request: Request) -> Response:
+    """Each active direction that has requisites and a usable rate, as one `<item>`: fiat per 1 BTC
+    with the commission included, the BTC reserve, and the direction's limits."""
     rt: Runtime = request.app.state.runtime
     now = utcnow()
     items: list[str] = []

@@ -705,6 +705,48 @@ async def test_without_return_urls_the_site_url_or_nothing(
     assert (await app_client.get(f"{bare.path}/return")).headers["location"] == bare.path
 
 
+DECLINED = "5367654276102126"
+
+
+@pytest.mark.parametrize(
+    ("urls", "way_back"),
+    [
+        ({"failure_url": "https://shop.example/pay/failure.php", "site_url": "https://shop.example/"}, "ok"),
+        ({"site_url": "https://shop.example/"}, "site"),
+        ({}, "close"),
+    ],
+)
+async def test_declined_payment_page_always_offers_a_way_back(
+    app_client: httpx.AsyncClient, rt: Runtime, urls: dict[str, str], way_back: str
+) -> None:
+    checkout = await start_payment(app_client, await make_shop(rt), language="en", **urls)
+
+    page = await _pay(app_client, checkout, number=DECLINED)
+
+    assert result_of(page) == "failure"
+    links = re.findall(r'id="return-link" data-return="get" href="([^"]+)"', page.text)
+    if way_back == "ok":  # the signed failure URL
+        assert links == [f"{checkout.path}/return"]
+        back = await app_client.get(links[0])
+        assert back.headers["location"].startswith("https://shop.example/pay/failure.php?")
+    elif way_back == "site":
+        assert links == ["https://shop.example/"]
+    else:
+        assert links == []
+        assert "data-close-page" in page.text
+        assert "Close this page and go back to the shop." in page.text
+    if way_back != "close":
+        assert "data-close-page" not in page.text
+
+
+async def test_close_this_page_speaks_the_payers_language(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+    checkout = await start_payment(app_client, await make_shop(rt), language="kk")
+
+    page = await _pay(app_client, checkout, number=DECLINED)
+
+    assert "Бұл бетті жауып, дүкенге оралыңыз." in page.text
+
+
 async def test_return_before_the_payment_is_finished_goes_back_to_the_page(
     app_client: httpx.AsyncClient, rt: Runtime
 ) -> None:

@@ -3,12 +3,13 @@ redelivery and the books."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from greengate.clock import utcnow
 from greengate.domain.card_rules import validate_card_form
@@ -303,3 +304,67 @@ async def test_dashboard_counts_todays_payments_and_callbacks(
     assert "1500.50 KZT" in page.text and "1 successful payment(s)" in page.text
     assert ">ok</span> 1<" in page.text and ">new</span> 1<" in page.text
     assert "data-backlog>1<" in page.text
+
+
+def chart_values(html: str, chart: str, series: str | None = None) -> dict[str, str]:
+    """data-day → data-value of the marks in one dashboard chart."""
+    section = re.search(rf'<section class="card" data-chart="{chart}"[^>]*>(.*?)</section>', html, re.S)
+    assert section is not None, f"no {chart} chart"
+    where = rf'data-series="{series}" ' if series else ""
+    marks = re.findall(rf'data-day="([\d-]+)" {where}data-value="(\d+)"', section.group(1))
+    return dict(marks)
+
+
+async def test_dashboard_draws_fourteen_days_of_volume_success_and_callbacks(
+    rt: Runtime, shop: Shop, server: CallbackServer, operator: ConsoleClient
+) -> None:
+    paid_today = await new_payment(shop, server, order_id="C-1")
+    declined_today = await new_payment(shop, server, order_id="C-2")
+    paid_earlier = await new_payment(shop, server, order_id="C-3")
+    too_old = await new_payment(shop, server, order_id="C-4")
+    for paid in (paid_today, paid_earlier, too_old):
+        await operator.post(f"/admin/payments/{paid}/test", {"action": "approve"})
+    await operator.post(f"/admin/payments/{declined_today}/test", {"action": "decline", "code": "10005"})
+    server.answer("/shop/result.php", "500")
+    await Worker(rt).run_once()
+    async with rt.db.transaction() as session:
+        failed_attempts = await session.scalar(
+            select(func.count()).select_from(DeliveryAttempt).where(DeliveryAttempt.succeeded.is_(False))
+        )
+    assert failed_attempts
+    now = utcnow()
+    three_days_ago, twenty_days_ago = now - timedelta(days=3), now - timedelta(days=20)
+    async with rt.db.transaction() as session:
+        await session.execute(
+            update(Payment).where(Payment.id == paid_earlier).values(created_at=three_days_ago)
+        )
+        await session.execute(update(Payment).where(Payment.id == too_old).values(created_at=twenty_days_ago))
+
+    page = await operator.get("/admin/")
+
+    today, earlier = now.strftime("%m-%d"), three_days_ago.strftime("%m-%d")
+    volume = chart_values(page.text, "volume")
+    assert len(volume) == 14
+    assert volume[today] == "150050" and volume[earlier] == "150050"
+    assert sum(int(v) for v in volume.values()) == 2 * 150050  # the 20-day-old payment is left out
+    success = chart_values(page.text, "success", "payments")
+    assert success == {today: "50", earlier: "100"}
+    assert chart_values(page.text, "callbacks", "failed") == {today: str(failed_attempts)}
+    assert "<script" not in page.text.split('data-chart="volume"')[1].split("<h2>Balances")[0]
+    assert "http" not in "".join(re.findall(r"<svg[^>]*>", page.text)).replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
+
+
+async def test_payment_list_names_each_payments_merchant(
+    rt: Runtime, app_client: httpx.AsyncClient, shop: Shop, server: CallbackServer, operator: ConsoleClient
+) -> None:
+    tea = await make_shop(rt, app_client, name="Tea & <Co>")
+    ours = await new_payment(shop, server, order_id="N-1")
+    theirs = await tea.init_ok(pg_amount="10", pg_currency="KZT", pg_order_id="N-2")
+
+    page = await operator.get("/admin/payments")
+
+    rows = dict(re.findall(r'<tr data-payment="(\d+)">(.*?)</tr>', page.text, re.S))
+    assert f'<a href="/admin/merchants/{tea.merchant_id}">Tea &amp; &lt;Co&gt;</a>' in rows[str(theirs)]
+    assert f'<a href="/admin/merchants/{shop.merchant_id}">Shop</a>' in rows[str(ours)]

@@ -47,8 +47,12 @@ async def create_ok(app_client: httpx.AsyncClient, who: Client, amount: str = "9
     return order
 
 
-async def open_page(app_client: httpx.AsyncClient, order: dict[str, Any]) -> httpx.Response:
-    return await app_client.get(urlsplit(order["fast_link"]).path)
+async def open_page(
+    app_client: httpx.AsyncClient, order: dict[str, Any], accept_language: str = "en"
+) -> httpx.Response:
+    return await app_client.get(
+        urlsplit(order["fast_link"]).path, headers={"Accept-Language": accept_language}
+    )
 
 
 async def awaiting_order(
@@ -133,7 +137,7 @@ async def test_order_page_is_not_cached(app_client: httpx.AsyncClient, rt: Runti
 async def test_order_page_for_unknown_token_is_not_found(app_client: httpx.AsyncClient, rt: Runtime) -> None:
     await awaiting_order(app_client, rt)
 
-    response = await app_client.get("/pay/order/no-such-token-at-all")
+    response = await app_client.get("/pay/order/no-such-token-at-all", headers={"Accept-Language": "en"})
 
     assert response.status_code == 404
     assert "Order not found" in response.text
@@ -360,3 +364,60 @@ async def test_rates_xml_lists_a_market_rate_direction_while_its_rate_is_fresh(
 
     assert set(items) == {"PHONERUB"}
     assert items["PHONERUB"]["in"] == "3300000.50"
+
+
+# --- the order page's language ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "lang", "status_text"),
+    [
+        ("kk-KZ,kk;q=0.9,ru;q=0.8", "kk", "Уақыт біткенше төмендегі нақты соманы осы деректерге аударыңыз."),
+        ("de-DE,en;q=0.7,ru;q=0.3", "en", "Transfer exactly the amount below to these details"),
+        ("ru-RU", "ru", "Переведите точную сумму ниже на эти реквизиты"),
+        ("", "ru", "Переведите точную сумму ниже на эти реквизиты"),
+        ("fr-FR,de;q=0.8", "ru", "Переведите точную сумму ниже на эти реквизиты"),
+    ],
+)
+async def test_order_page_speaks_the_browsers_language(
+    app_client: httpx.AsyncClient, rt: Runtime, accept_language: str, lang: str, status_text: str
+) -> None:
+    _, order = await awaiting_order(app_client, rt)
+
+    response = await open_page(app_client, order, accept_language)
+
+    assert f'<html lang="{lang}">' in response.text
+    assert status_text in response.text
+
+
+async def test_lang_parameter_overrides_accept_language_on_the_order_page(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    _, order = await awaiting_order(app_client, rt)
+    path = urlsplit(order["fast_link"]).path
+
+    response = await app_client.get(f"{path}?lang=kk", headers={"Accept-Language": "en-US,en"})
+
+    assert '<html lang="kk">' in response.text
+    assert "Дәл <strong>9999 RUB</strong> аударыңыз" in response.text
+    assert "Қалған уақыт" in response.text
+    assert 'href="?lang=ru"' in response.text and 'href="?lang=en"' in response.text
+
+
+async def test_canceled_order_page_says_not_to_pay_in_kazakh(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    who, order = await awaiting_order(app_client, rt)
+    await app_client.post("/api/v2/order/cancel", json={"order_id": [order["order_id"]]}, headers=who.headers)
+
+    response = await open_page(app_client, order, "kk")
+
+    assert "Бұл өтінім бойынша ақша аудармаңыз." in response.text
+    assert CARD not in response.text
+
+
+async def test_unknown_order_page_speaks_the_browsers_language(app_client: httpx.AsyncClient) -> None:
+    response = await app_client.get("/pay/order/no-such-token", headers={"Accept-Language": "ru"})
+
+    assert response.status_code == 404
+    assert "Заявка не найдена" in response.text

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Match
 
@@ -66,7 +67,16 @@ class ExchangeRoute(APIRoute):
 
 
 router = APIRouter(prefix="/api/v2", route_class=ExchangeRoute, tags=["Exchange API"])
-ApiSecret = Header(default=None, alias="Api-Secret", description="Client's API secret")
+# A security scheme rather than a plain header, so that OpenAPI describes it and Swagger UI's
+# "Authorize" sends it; a missing header still reaches the route, which answers in the API's shape.
+ApiSecret = Security(
+    APIKeyHeader(
+        name="Api-Secret",
+        scheme_name="ApiSecret",
+        description="The client's API secret, as printed by `greengate merchant create`",
+        auto_error=False,
+    )
+)
 
 
 def _rt(request: Request) -> Runtime:

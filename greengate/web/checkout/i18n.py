@@ -150,6 +150,11 @@ TEXTS: dict[str, dict[str, str]] = {
     "reason": {"ru": "Причина", "en": "Reason", "kk": "Себебі"},
     "error_code": {"ru": "Код ошибки", "en": "Error code", "kk": "Қате коды"},
     "return_shop": {"ru": "Вернуться в магазин", "en": "Return to the shop", "kk": "Дүкенге оралу"},
+    "close_page": {
+        "ru": "Магазин не указал адрес для возврата. Закройте эту страницу и вернитесь в магазин.",
+        "en": "The shop left no address to return to. Close this page and go back to the shop.",
+        "kk": "Дүкен қайту мекенжайын көрсетпеді. Бұл бетті жауып, дүкенге оралыңыз.",
+    },
     "redirecting": {
         "ru": "Возвращаем вас в магазин…",
         "en": "Taking you back to the shop…",
@@ -390,19 +395,55 @@ FAILURES: dict[int, dict[str, str]] = {
 Translate = Callable[..., str]
 
 
-def pick_language(requested: str | None, payment_language: str | None) -> str:
-    """`?lang=` when it names a supported language, else the payment's `pg_language`, else Russian."""
+MAX_ACCEPT_LANGUAGE = 512  # longer headers are read only up to here
+
+
+def accepted_language(header: str | None) -> str | None:
+    """The supported language the browser's Accept-Language prefers most, or None.
+
+    Ranges are read with their q-values (`kk-KZ,ru;q=0.9,en;q=0.8`); a region is ignored; `*` and
+    q=0 name nothing; between equal q-values the header's order decides."""
+    if not header:
+        return None
+    best: tuple[float, int, str] | None = None
+    for position, part in enumerate(header[:MAX_ACCEPT_LANGUAGE].split(",")):
+        tag, _, params = part.strip().partition(";")
+        lang = tag.strip().lower().split("-", 1)[0]
+        if lang not in LANGUAGES:
+            continue
+        weight = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                weight = float(value.strip()[:5])
+            except ValueError:
+                continue
+        if not 0 < weight <= 1:
+            continue
+        candidate = (-weight, position, lang)
+        if best is None or candidate < best:
+            best = candidate
+    return best[2] if best else None
+
+
+def pick_language(
+    requested: str | None, payment_language: str | None, accept_language: str | None = None
+) -> str:
+    """`?lang=` when it names a supported language, else the payment's `pg_language`, else the
+    browser's Accept-Language, else Russian."""
     for candidate in (requested, payment_language):
         if candidate:
             lang = candidate.strip().lower()
             if lang in LANGUAGES:
                 return lang
-    return DEFAULT_LANGUAGE
+    return accepted_language(accept_language) or DEFAULT_LANGUAGE
 
 
-def translator(lang: str) -> Translate:
+def translator(lang: str, table: dict[str, dict[str, str]] | None = None) -> Translate:
+    texts_of = TEXTS if table is None else table
+
     def t(key: str, **fields: object) -> str:
-        texts = TEXTS[key]
+        texts = texts_of[key]
         text = texts.get(lang) or texts[DEFAULT_LANGUAGE]
         return text.format(**fields) if fields else text
 

@@ -231,7 +231,7 @@ def render(template: str, context: dict[str, Any], *, status_code: int = 200) ->
 
 
 def not_found(request: Request, template: str = "not_found.html") -> Response:
-    lang = pick_language(language_param(request), None)
+    lang = pick_language(language_param(request), None, request.headers.get("accept-language"))
     return render(template, {"t": translator(lang), "lang": lang}, status_code=404)
 
 
@@ -252,7 +252,7 @@ async def render_page(
     payment, merchant, attempt = view.payment, view.merchant, view.attempt
     now = utcnow()
     explicit_lang = language_param(request)
-    lang = pick_language(explicit_lang, payment.language)
+    lang = pick_language(explicit_lang, payment.language, request.headers.get("accept-language"))
     t = translator(lang)
     status = S(payment.status)
     if form is not None and form.step not in _STEP_OF_STATUS.get(status, ()):

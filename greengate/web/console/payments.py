@@ -67,7 +67,23 @@ async def payment_list(request: Request, console: Console = Depends(page())) -> 
     stmt, f = _payment_filters(request)
     async with console.rt.db.transaction() as session:
         payments = await paginate(session, stmt, request)
-    return render(request, "payments.html", console, page=payments, f=f, statuses=STATUSES)
+        merchant_ids = {p.merchant_id for p in payments.items}
+        merchant_names = dict(
+            (
+                await session.execute(select(Merchant.id, Merchant.name).where(Merchant.id.in_(merchant_ids)))
+            ).all()
+            if merchant_ids
+            else []
+        )
+    return render(
+        request,
+        "payments.html",
+        console,
+        page=payments,
+        f=f,
+        statuses=STATUSES,
+        merchant_names=merchant_names,
+    )
 
 
 @router.get("/admin/payments/{payment_id}")

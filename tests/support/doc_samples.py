@@ -1,0 +1,85 @@
+"""Code samples in the documentation that the suite runs against the gateway.
+
+A sample is an answer block in a Markdown page (a fenced ```xml block) preceded by an HTML comment
+saying how to get that answer, one step a line:
+
+    <!-- run
+    payment: pg_amount=700 pg_order_id=1003 card=5367654276102126
+    request: get_status2.php pg_payment_id={payment_id}
+    -->
+
+- `payment:` creates a payment with `init_payment.php` (the `pg_*` values given; `card=` then pays it on
+  the hosted page, `3ds=` answers 3-D Secure with that password);
+- `call:` sends a signed request whose answer is not shown (a step before the one that is);
+- `request:` sends the signed request whose answer the block shows; `unsigned:` sends it as written.
+
+Values are split like a shell's words, so `pg_description="Two mugs"` keeps its space; `{payment_id}`
+and `{merchant_id}` are replaced by the ids of this run. An answer block the suite cannot produce says
+why instead: `<!-- not run: reason -->`. Every answer block carries one or the other.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+_BLOCK = re.compile(r"(?:<!--(?P<comment>(?:(?!-->).)*?)-->\s*\n)?```xml\n(?P<answer>.*?)\n```", re.S)
+STEP_KINDS = ("payment", "call", "request", "unsigned")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sample:
+    page: str
+    line: int
+    steps: tuple[Step, ...]  # empty when not run
+    not_run: str | None  # the reason, when not run
+    answer: str | None  # None: a block with no comment at all
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def _steps(comment: str) -> tuple[Step, ...]:
+    body = comment.strip().removeprefix("run").strip()
+    steps = []
+    for line in body.splitlines():
+        kind, sep, rest = line.strip().partition(":")
+        if not sep or kind not in STEP_KINDS:
+            raise ValueError(f"unknown sample step {line.strip()!r}")
+        steps.append(Step(kind, tuple(shlex.split(rest))))
+    if not steps or steps[-1].kind not in ("request", "unsigned"):
+        raise ValueError("a sample ends with the request whose answer it shows")
+    return tuple(steps)
+
+
+def samples(page: Path) -> list[Sample]:
+    text = page.read_text()
+    found = []
+    for match in _BLOCK.finditer(text):
+        answer = match.group("answer")
+        if not (answer.startswith("<?xml") or answer.startswith("<response")):
+            continue  # a request or a callback body, not a gateway answer
+        line = text.count("\n", 0, match.start("answer"))
+        comment = (match.group("comment") or "").strip()
+        name = str(page.relative_to(DOCS))
+        if comment.startswith("run"):
+            found.append(Sample(name, line, _steps(comment), None, answer))
+        elif comment.startswith("not run:"):
+            found.append(Sample(name, line, (), comment.removeprefix("not run:").strip(), answer))
+        else:
+            found.append(Sample(name, line, (), None, None))
+    return found
+
+
+def all_samples(folder: str = "merchant-api") -> list[Sample]:
+    return [s for page in sorted((DOCS / folder).glob("*.md")) for s in samples(page)]
