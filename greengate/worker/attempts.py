@@ -1,5 +1,5 @@
-"""One delivery attempt of an outbox message: logged, with its claim renewed, before the request goes
-out; then sent within the delivery's deadline."""
+"""One delivery attempt of an outbox message: logged, with its claim stretched over the delivery's
+deadline, before the request goes out; then sent within that deadline."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from greengate.worker.http_delivery import DeliveryOutcome, OutgoingRequest, del
 
 
 def attempt_hold(settings: Settings) -> timedelta:
-    """How long a claim lasts from the start of an attempt. The worker renews it while the attempt is
-    under way (every third of it), so a live worker keeps it however long the deadline; a worker that
-    died lets it go after this, and another worker takes the row."""
-    return timedelta(seconds=settings.worker_claim_timeout_seconds)
+    """How long a claim lasts from the start of an attempt: the attempt's whole deadline, then one
+    claim period to log its outcome. No other worker may take the row while the request can still be
+    under way, whatever the renewals do; a worker that died lets it go after this."""
+    return timedelta(seconds=settings.callback_timeout_seconds + settings.worker_claim_timeout_seconds)
 
 
 async def send(
