@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     callback_concurrency: int = Field(default=32, ge=1)
     callback_target_concurrency: int = Field(default=2, ge=1)
     callback_merchant_concurrency: int = Field(default=4, ge=1)
+    # Delivered outbox rows and their attempt logs are deleted this long after delivery, in batches.
+    outbox_keep_delivered_hours: float = Field(default=168.0, gt=0)
+    outbox_prune_batch_size: int = Field(default=500, ge=1)
     # Refuse callback targets in loopback/private ranges unless explicitly allowed.
     callback_allow_private: bool = False
     # Retry schedule for callbacks in seconds after each failed attempt.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -327,6 +327,27 @@ async def record_attempt(
         return DEAD
     row.due_at = now + timedelta(seconds=retry_schedule[row.attempts - 1])
     return PENDING
+
+
+async def prune_delivered(session: AsyncSession, *, finished_before: datetime, limit: int) -> int:
+    """Delete up to `limit` delivered rows finished before `finished_before`, with their attempt
+    logs; returns how many rows went. Failed (dead) rows stay for the operator."""
+    ids = list(
+        await session.scalars(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.status == DONE, OutboxMessage.finished_at < finished_before)
+            .order_by(OutboxMessage.finished_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return 0
+    await session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(ids)))
+    await session.execute(
+        delete(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.status == DONE)
+    )
+    return len(ids)
 
 
 async def release(

@@ -206,6 +206,13 @@ class OutboxMessage(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
+        # Delivered rows by age, for pruning.
+        Index(
+            "ix_outbox_done_finished",
+            "finished_at",
+            sqlite_where=text("status = 'done'"),
+            postgresql_where=text("status = 'done'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

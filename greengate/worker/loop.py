@@ -20,7 +20,7 @@ from greengate.api.exchange import webhooks
 from greengate.api.exchange.wire import dumps, order_wire, wire_time
 from greengate.clock import utcnow
 from greengate.domain.exchange import OrderStatus
-from greengate.metrics import OUTBOX_BACKLOG, OUTBOX_RESULTS
+from greengate.metrics import OUTBOX_BACKLOG, OUTBOX_PRUNED, OUTBOX_RESULTS
 from greengate.runtime import Runtime
 from greengate.services import (
     captures,
@@ -331,6 +331,24 @@ class Worker:
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == outbox.PENDING)
             )
         OUTBOX_BACKLOG.set(int(backlog or 0))
+        await self.prune_delivered()
+
+    async def prune_delivered(self, max_batches: int = 20) -> int:
+        """Delete delivered rows (and their attempt logs) older than the configured age, one small
+        transaction per batch so no lock is held for long; returns how many rows went."""
+        s = self.rt.settings
+        cutoff = self.clock() - timedelta(hours=s.outbox_keep_delivered_hours)
+        total = 0
+        for _ in range(max_batches):
+            async with self.rt.db.transaction() as session:
+                pruned = await outbox.prune_delivered(
+                    session, finished_before=cutoff, limit=s.outbox_prune_batch_size
+                )
+            OUTBOX_PRUNED.inc(pruned)
+            total += pruned
+            if pruned < s.outbox_prune_batch_size:
+                break
+        return total
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.rt.settings

@@ -1,6 +1,6 @@
 """Callback delivery against endpoints that misbehave: a dribbling answer holds only its own
 delivery, a huge answer is cut without being downloaded, and short claims with timing-out endpoints
-never make two workers send one callback twice."""
+never make two workers send one callback twice. Delivered rows are pruned by age."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from greengate.clock import utcnow
@@ -208,3 +209,64 @@ async def test_two_workers_with_short_claims_send_each_callback_once_and_log_eve
     per_message = Counter(a.outbox_id for a in logged)
     assert all(per_message[m.id] == m.attempts == 1 for m in messages)
     assert sorted((a.succeeded, a.error) for a in logged) == [(False, "timeout")] * 6 + [(True, None)] * 6
+
+
+def pruned_total() -> float:
+    return REGISTRY.get_sample_value("greengate_outbox_pruned_total") or 0.0
+
+
+async def test_delivered_rows_and_their_logs_are_pruned_by_age_in_batches(
+    app_client: httpx.AsyncClient, settings: Settings, rt: Runtime
+) -> None:
+    with Receiver() as receiver:
+        receiver.script[:] = [500]  # the first order's callback fails once, then goes through
+        who = await make_client(rt, webhook_url=receiver.url)
+        await make_direction(rt)
+        await make_requisites(rt, 7)
+        for _ in range(7):
+            await new_order(app_client, who)
+        worker = Worker(rt, name="w")
+        for _ in range(20):
+            await worker.run_once()
+            if all(m.status == "done" for m in await rows(rt)):
+                break
+            async with rt.db.transaction() as session:  # the retry is due at once
+                await session.execute(
+                    update(OutboxMessage).where(OutboxMessage.kind == CALLBACK).values(due_at=utcnow())
+                )
+    messages = await rows(rt)
+    assert [m.status for m in messages] == ["done"] * 7
+    assert sorted(m.attempts for m in messages) == [1] * 6 + [2]
+    assert len(await all_attempts(rt)) == 8
+    now = utcnow()
+    old, recent = messages[:5], messages[5:]
+    async with rt.db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([m.id for m in old]))
+            .values(finished_at=now - timedelta(days=8))
+        )
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == recent[0].id)
+            .values(status="dead", finished_at=now - timedelta(days=30))
+        )
+    expiry_jobs = await rows(rt, EXPIRE_JOB)
+    pruner = Worker(
+        Runtime(
+            settings.model_copy(update={"outbox_keep_delivered_hours": 24, "outbox_prune_batch_size": 2}),
+            rt.db,
+            rt.keyring,
+            rt.http,
+        ),
+        name="pruner",
+    )
+    before = pruned_total()
+    await pruner.housekeeping()
+
+    assert pruned_total() - before == 5
+    left = await rows(rt)
+    assert [m.id for m in left] == [m.id for m in recent]  # the failed one stays for the operator
+    assert {a.outbox_id for a in await all_attempts(rt)} == {m.id for m in recent}
+    assert [m.id for m in await rows(rt, EXPIRE_JOB)] == [m.id for m in expiry_jobs]  # pending jobs stay
+    assert await pruner.prune_delivered() == 0

@@ -1,4 +1,4 @@
-"""delivery attempts logged before they are sent; callbacks of one object found in order
+"""delivery attempts logged before they are sent; outbox indexes for ordered delivery and pruning
 
 Revision ID: 0012
 Revises: 0007
@@ -32,6 +32,13 @@ def upgrade() -> None:
             sqlite_where=sa.text("status = 'pending'"),
             postgresql_where=sa.text("status = 'pending'"),
         )
+        batch_op.create_index(
+            "ix_outbox_done_finished",
+            ["finished_at"],
+            unique=False,
+            sqlite_where=sa.text("status = 'done'"),
+            postgresql_where=sa.text("status = 'done'"),
+        )
 
 
 def downgrade() -> None:
@@ -40,6 +47,11 @@ def downgrade() -> None:
             "ix_outbox_pending_aggregate",
             sqlite_where=sa.text("status = 'pending'"),
             postgresql_where=sa.text("status = 'pending'"),
+        )
+        batch_op.drop_index(
+            "ix_outbox_done_finished",
+            sqlite_where=sa.text("status = 'done'"),
+            postgresql_where=sa.text("status = 'done'"),
         )
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
         batch_op.drop_column("finished_at")
