@@ -23,6 +23,9 @@ HTTP_LATENCY = Histogram(
 )
 ORDER_TRANSITIONS = Counter("greengate_order_transitions_total", "Exchange order status changes", ["to"])
 OUTBOX_RESULTS = Counter("greengate_outbox_results_total", "Outbox delivery outcomes", ["kind", "outcome"])
+OUTBOX_PRUNED = Counter(
+    "greengate_outbox_pruned_total", "Delivered outbox rows deleted with their attempt logs"
+)
 OUTBOX_BACKLOG = Gauge("greengate_outbox_backlog", "Pending outbox rows", multiprocess_mode="max")
 
 

@@ -47,7 +47,16 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.5
     worker_batch_size: int = 50
     worker_claim_timeout_seconds: int = 120
+    # The deadline of one whole delivery: resolving, connecting, sending and reading the answer.
     callback_timeout_seconds: float = 10.0
+    # Deliveries under way at once in one worker, and at most per target (scheme, host and port of
+    # the URL) and per merchant, so a slow or dead endpoint holds only its own share.
+    callback_concurrency: int = Field(default=32, ge=1)
+    callback_target_concurrency: int = Field(default=2, ge=1)
+    callback_merchant_concurrency: int = Field(default=4, ge=1)
+    # Delivered outbox rows and their attempt logs are deleted this long after delivery, in batches.
+    outbox_keep_delivered_hours: float = Field(default=168.0, gt=0)
+    outbox_prune_batch_size: int = Field(default=500, ge=1)
     # Refuse callback targets in loopback/private ranges unless explicitly allowed.
     callback_allow_private: bool = False
     # Retry schedule for callbacks in seconds after each failed attempt.

@@ -1,8 +1,9 @@
 """Transactional outbox: callbacks and scheduled jobs written with the business change.
 
 A worker claims due rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's single writer makes the
-claim exclusive), commits the claim, then runs each row. A claim that is not finished before it
-expires (the worker died) is simply claimable again.
+claim exclusive), commits the claim, then runs each row. A live worker renews the claims it holds,
+and each delivery attempt is logged, and the claim stretched to cover it, before the request goes
+out; a claim that is not renewed (the worker died) expires and the row is claimable again.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from greengate.store.db import table_of
 from greengate.store.links import Link, as_link
@@ -104,15 +106,53 @@ def _row(
 
 
 async def claim_due(
-    session: AsyncSession, *, worker: str, now: datetime, limit: int, claim_for: timedelta
+    session: AsyncSession,
+    *,
+    worker: str,
+    now: datetime,
+    limit: int,
+    claim_for: timedelta,
+    kinds: frozenset[str] | None = None,
+    except_kinds: frozenset[str] | None = None,
+    except_merchants: frozenset[int] = frozenset(),
+    except_targets: frozenset[str] = frozenset(),
 ) -> list[ClaimedMessage]:
+    """Claim up to `limit` due rows, of `kinds` only or of any kind but `except_kinds`, leaving the
+    rows of `except_merchants` and `except_targets` (those the worker is busy with) to later."""
+    conditions = [
+        OutboxMessage.status == PENDING,
+        OutboxMessage.due_at <= now,
+        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+    ]
+    if kinds is not None:
+        conditions.append(OutboxMessage.kind.in_(sorted(kinds)))
+    if except_kinds:
+        conditions.append(OutboxMessage.kind.not_in(sorted(except_kinds)))
+        # Callbacks about one object go out in order: none while an earlier one is under way.
+        earlier = aliased(OutboxMessage)
+        conditions.append(
+            ~exists().where(
+                earlier.aggregate == OutboxMessage.aggregate,
+                earlier.status == PENDING,
+                earlier.id < OutboxMessage.id,
+                earlier.claimed_until >= now,
+                earlier.kind.not_in(sorted(except_kinds)),
+            )
+        )
+    if except_merchants:
+        conditions.append(
+            or_(
+                OutboxMessage.merchant_id.is_(None),
+                OutboxMessage.merchant_id.not_in(sorted(except_merchants)),
+            )
+        )
+    if except_targets:
+        conditions.append(
+            or_(OutboxMessage.target_url.is_(None), OutboxMessage.target_url.not_in(sorted(except_targets)))
+        )
     due = (
         select(OutboxMessage.id)
-        .where(
-            OutboxMessage.status == PENDING,
-            OutboxMessage.due_at <= now,
-            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-        )
+        .where(*conditions)
         .order_by(OutboxMessage.due_at, OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -172,39 +212,111 @@ async def complete(session: AsyncSession, message_id: int, worker: str, now: dat
     return True
 
 
-async def record_attempt(
+async def renew(session: AsyncSession, message_ids: list[int], worker: str, *, until: datetime) -> set[int]:
+    """Stretch this worker's claims on `message_ids` to at least `until` (a claim an attempt already
+    holds for longer keeps its end); returns the ids still held."""
+    if not message_ids:
+        return set()
+    rows = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(message_ids),
+            OutboxMessage.status == PENDING,
+            OutboxMessage.claimed_by == worker,
+        )
+        .values(
+            claimed_until=case(
+                (OutboxMessage.claimed_until > until, OutboxMessage.claimed_until), else_=until
+            )
+        )
+        .returning(OutboxMessage.id)
+    )
+    return {r.id for r in rows}
+
+
+async def unclaim(session: AsyncSession, message_ids: list[int], worker: str) -> None:
+    """Give claimed rows back untouched (the worker cannot start them now); any worker may take them."""
+    if message_ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_(message_ids),
+                OutboxMessage.status == PENDING,
+                OutboxMessage.claimed_by == worker,
+            )
+            .values(claimed_by=None, claimed_until=None)
+        )
+
+
+@dataclass(frozen=True)
+class StartedAttempt:
+    id: int
+    number: int
+    started_at: datetime
+
+
+async def begin_attempt(
     session: AsyncSession,
     message: ClaimedMessage,
     *,
     worker: str,
-    started_at: datetime,
+    now: datetime,
+    hold_until: datetime,
+    request_body: str,
+) -> StartedAttempt | None:
+    """Log a delivery attempt about to be sent and hold the claim until `hold_until` (at least the
+    delivery's deadline). None when the claim is no longer this worker's: then nothing may be sent."""
+    row = await _still_claimed(session, message.id, worker)
+    if row is None:
+        return None
+    row.attempts += 1
+    if row.claimed_until is None or row.claimed_until < hold_until:
+        row.claimed_until = hold_until
+    attempt = DeliveryAttempt(
+        outbox_id=message.id,
+        attempt=row.attempts,
+        started_at=now,
+        duration_ms=0,
+        request_body=request_body[:20_000],
+        response_body="",
+        succeeded=False,
+    )
+    session.add(attempt)
+    await session.flush()
+    return StartedAttempt(attempt.id, row.attempts, now)
+
+
+async def record_attempt(
+    session: AsyncSession,
+    message: ClaimedMessage,
+    attempt: StartedAttempt,
+    *,
+    worker: str,
     duration_ms: int,
     succeeded: bool,
     status_code: int | None,
-    request_body: str,
     response_body: str,
     error: str | None,
     retry_schedule: list[int],
     now: datetime,
 ) -> str:
-    """Log one delivery attempt and move the row on: done, retried later, or dead when exhausted."""
-    row = await _still_claimed(session, message.id, worker)
-    if row is None:
-        return "lost_claim"
-    row.attempts += 1
-    session.add(
-        DeliveryAttempt(
-            outbox_id=message.id,
-            attempt=row.attempts,
-            started_at=started_at,
+    """Log how a started attempt ended and move the row on: done, retried later, or dead when
+    exhausted. The outcome is logged even when the claim was lost meanwhile (the request went out)."""
+    await session.execute(
+        update(DeliveryAttempt)
+        .where(DeliveryAttempt.id == attempt.id)
+        .values(
             duration_ms=duration_ms,
             status_code=status_code,
-            request_body=request_body[:20_000],
             response_body=response_body[:20_000],
             error=error,
             succeeded=succeeded,
+            finished_at=now,
         )
     )
+    row = await _still_claimed(session, message.id, worker)
+    if row is None:
+        return "lost_claim"
     row.claimed_until = None
     if succeeded:
         row.status, row.finished_at, row.last_error = DONE, now, None
@@ -215,6 +327,27 @@ async def record_attempt(
         return DEAD
     row.due_at = now + timedelta(seconds=retry_schedule[row.attempts - 1])
     return PENDING
+
+
+async def prune_delivered(session: AsyncSession, *, finished_before: datetime, limit: int) -> int:
+    """Delete up to `limit` delivered rows finished before `finished_before`, with their attempt
+    logs; returns how many rows went. Failed (dead) rows stay for the operator."""
+    ids = list(
+        await session.scalars(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.status == DONE, OutboxMessage.finished_at < finished_before)
+            .order_by(OutboxMessage.finished_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return 0
+    await session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.outbox_id.in_(ids)))
+    await session.execute(
+        delete(OutboxMessage).where(OutboxMessage.id.in_(ids), OutboxMessage.status == DONE)
+    )
+    return len(ids)
 
 
 async def release(

@@ -216,6 +216,20 @@ class OutboxMessage(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
+        # Pending rows of one object, so its callbacks go out in order.
+        Index(
+            "ix_outbox_pending_aggregate",
+            "aggregate",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Delivered rows by age, for pruning.
+        Index(
+            "ix_outbox_done_finished",
+            "finished_at",
+            sqlite_where=text("status = 'done'"),
+            postgresql_where=text("status = 'done'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -247,6 +261,8 @@ class DeliveryAttempt(Base):
     response_body: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None while the request is under way: every attempt is logged before it is sent.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class IdempotencyRecord(Base):

@@ -1,7 +1,9 @@
-"""One HTTP delivery of a callback: the target checked at send time, no redirects, bounded bodies."""
+"""One HTTP delivery of a callback: the target checked at send time, no redirects, one deadline for
+the whole exchange (resolve, connect, send, read) and the answer read as a stream, cut at a limit."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -11,6 +13,14 @@ import httpx
 from greengate.services.callback_targets import ForbiddenTarget, resolve_public_address
 
 MAX_RESPONSE_BYTES = 64_000
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -37,23 +47,38 @@ async def _pinned(url: str, allow_private: bool) -> tuple[str, dict[str, str], d
 
 async def deliver(
     client: httpx.AsyncClient,
+    outgoing: OutgoingRequest,
     *,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    content: bytes | None = None,
     allow_private: bool,
+    deadline: float,
+    limit: int = MAX_RESPONSE_BYTES,
 ) -> DeliveryOutcome:
+    """Send one request and read at most `limit` bytes of the answer, all within `deadline` seconds.
+
+    The answer is read as it arrives and the connection dropped once `limit` bytes are in, so a huge
+    or endless answer costs `limit` bytes of memory, never more. A slow answer ends at the deadline
+    however it trickles in."""
+    method, url, headers, content = outgoing.method, outgoing.url, outgoing.headers, outgoing.content
     started = time.monotonic()
 
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
 
     try:
-        target, extra_headers, extensions = await _pinned(url, allow_private)
-        response = await client.request(
-            method, target, headers={**headers, **extra_headers}, content=content, extensions=extensions
-        )
+        async with asyncio.timeout(deadline):
+            target, extra_headers, extensions = await _pinned(url, allow_private)
+            # No compressed answers: a small compressed chunk may inflate past any limit.
+            sent_headers = {**headers, **extra_headers, "Accept-Encoding": "identity"}
+            request = client.build_request(
+                method, target, headers=sent_headers, content=content, extensions=extensions
+            )
+            response = await client.send(request, stream=True)
+            try:
+                status_code, raw = response.status_code, await _read_capped(response, limit)
+            finally:
+                await response.aclose()
+    except TimeoutError:
+        return DeliveryOutcome(None, "", "timeout", elapsed())
     except ForbiddenTarget as exc:
         return DeliveryOutcome(None, "", f"refused target: {exc}", elapsed())
     except (httpx.InvalidURL, ValueError) as exc:
@@ -64,5 +89,14 @@ async def deliver(
         return DeliveryOutcome(None, "", "timeout", elapsed())
     except httpx.HTTPError as exc:
         return DeliveryOutcome(None, "", f"{type(exc).__name__}: {exc}", elapsed())
-    body = response.content[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
-    return DeliveryOutcome(response.status_code, body, None, elapsed())
+    return DeliveryOutcome(status_code, raw.decode("utf-8", "replace"), None, elapsed())
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of the answer; the rest is never read."""
+    received = bytearray()
+    async for chunk in response.aiter_raw():
+        received += chunk[: limit - len(received)]
+        if len(received) >= limit:
+            break
+    return bytes(received)

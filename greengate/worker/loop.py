@@ -20,7 +20,7 @@ from greengate.api.exchange import webhooks
 from greengate.api.exchange.wire import dumps, order_wire, wire_time
 from greengate.clock import utcnow
 from greengate.domain.exchange import OrderStatus
-from greengate.metrics import OUTBOX_BACKLOG, OUTBOX_RESULTS
+from greengate.metrics import OUTBOX_BACKLOG, OUTBOX_PRUNED, OUTBOX_RESULTS
 from greengate.runtime import Runtime
 from greengate.services import (
     captures,
@@ -39,12 +39,30 @@ from greengate.services.requisites import requisite_numbers
 from greengate.services.saved_cards import CARD_EXPIRE_JOB, CARD_RESULT_CALLBACK
 from greengate.store.db import column_values
 from greengate.store.models import ExchangeOrder, Merchant, OutboxMessage, Payment
-from greengate.worker import card_storage_callbacks, merchant_callbacks, operation_callbacks, payout_jobs
-from greengate.worker.http_delivery import deliver
+from greengate.worker import (
+    attempts,
+    card_storage_callbacks,
+    merchant_callbacks,
+    operation_callbacks,
+    payout_jobs,
+)
+from greengate.worker.deliveries import Deliveries
+from greengate.worker.http_delivery import OutgoingRequest
 from greengate.worker.merchant_callbacks import MerchantAnswer
 
 log = structlog.get_logger(__name__)
 JOB_RETRY = timedelta(seconds=30)
+# Outbox rows that are database work only: they run in their own lane, never queued behind an HTTP
+# delivery. Every other kind is a delivery.
+JOB_KINDS = frozenset(
+    {
+        EXPIRE_JOB,
+        payments.EXPIRE_JOB,
+        payments.AUTO_CAPTURE_JOB,
+        CARD_EXPIRE_JOB,
+        payouts.EXPIRE_JOB,
+    }
+)
 
 
 class Worker:
@@ -68,9 +86,29 @@ class Worker:
             payouts.RESULT_CALLBACK: partial(payout_jobs.deliver_result, self),
             payouts.EXPIRE_JOB: partial(payout_jobs.expire, self),
         }
+        s = rt.settings
+        self.deliveries = Deliveries(
+            total=s.callback_concurrency,
+            per_target=s.callback_target_concurrency,
+            per_merchant=s.callback_merchant_concurrency,
+        )
 
     async def run_once(self) -> int:
-        """Claim one batch of due rows and run them; returns how many were claimed."""
+        """Run the due jobs, then claim due deliveries and run them to the end; returns how many rows
+        were taken (a test's drain runs this until nothing is left)."""
+        jobs = await self.run_jobs()
+        started = await self.start_deliveries()
+        renewer = asyncio.create_task(self._keep_claims())
+        try:
+            await self.deliveries.wait_idle()
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+        return jobs + started
+
+    async def run_jobs(self) -> int:
+        """One batch of the jobs lane (expiry, auto capture): database work only, never behind a
+        delivery."""
         s = self.rt.settings
         now = self.clock()
         async with self.rt.db.transaction() as session:
@@ -80,24 +118,68 @@ class Worker:
                 now=now,
                 limit=s.worker_batch_size,
                 claim_for=timedelta(seconds=s.worker_claim_timeout_seconds),
+                kinds=JOB_KINDS,
             )
         for message in batch:
-            handler = self._handlers.get(message.kind)
-            try:
-                if handler is None:
-                    raise RuntimeError(f"no handler for outbox kind {message.kind}")
-                await handler(message)
-            except Exception as exc:
-                log.exception("outbox_job_failed", outbox_id=message.id, kind=message.kind)
-                async with self.rt.db.transaction() as session:
-                    await outbox.release(
-                        session,
-                        message.id,
-                        self.name,
-                        retry_at=self.clock() + JOB_RETRY,
-                        error=repr(exc)[:2000],
-                    )
+            await self._run(message)
         return len(batch)
+
+    async def start_deliveries(self) -> int:
+        """Claim as many due deliveries as there is room for and start them; returns how many started."""
+        s = self.rt.settings
+        room = min(s.worker_batch_size, self.deliveries.room())
+        if room <= 0:
+            return 0
+        now = self.clock()
+        busy_merchants, busy_targets = self.deliveries.busy()
+        async with self.rt.db.transaction() as session:
+            batch = await outbox.claim_due(
+                session,
+                worker=self.name,
+                now=now,
+                limit=room,
+                claim_for=timedelta(seconds=s.worker_claim_timeout_seconds),
+                except_kinds=JOB_KINDS,
+                except_merchants=busy_merchants,
+                except_targets=busy_targets,
+            )
+        # A row already under way here came back only because the clock passed its claim: skip it.
+        held = set(self.deliveries.held())
+        fresh = [m for m in batch if m.id not in held]
+        later = [m for m in fresh if not self.deliveries.start(m, self._run)]
+        if later:
+            # Over this worker's share for their target or merchant: back to the table at once.
+            async with self.rt.db.transaction() as session:
+                await outbox.unclaim(session, [m.id for m in later], self.name)
+        return len(fresh) - len(later)
+
+    async def renew_claims(self) -> None:
+        """Keep the claims of the deliveries under way alive while this worker is."""
+        held = self.deliveries.held()
+        if not held:
+            return
+        until = self.clock() + timedelta(seconds=self.rt.settings.worker_claim_timeout_seconds)
+        async with self.rt.db.transaction() as session:
+            kept = await outbox.renew(session, held, self.name, until=until)
+        if lost := set(held) - kept:
+            log.warning("outbox_claims_lost", worker=self.name, outbox_ids=sorted(lost))
+
+    async def _run(self, message: outbox.ClaimedMessage) -> None:
+        handler = self._handlers.get(message.kind)
+        try:
+            if handler is None:
+                raise RuntimeError(f"no handler for outbox kind {message.kind}")
+            await handler(message)
+        except Exception as exc:
+            log.exception("outbox_job_failed", outbox_id=message.id, kind=message.kind)
+            async with self.rt.db.transaction() as session:
+                await outbox.release(
+                    session,
+                    message.id,
+                    self.name,
+                    retry_at=self.clock() + JOB_RETRY,
+                    error=repr(exc)[:2000],
+                )
 
     async def _expire(self, message: outbox.ClaimedMessage) -> None:
         now = self.clock()
@@ -196,27 +278,24 @@ class Worker:
         body = dumps(
             {"type": "order.status_changed", "created_at": wire_time(message.created_at), "data": data}
         )
-        started = self.clock()
-        headers = webhooks.headers(secret or "", message.id, started, body)
-        result = await deliver(
-            self.rt.http,
-            method="POST",
-            url=message.target_url or "",
-            headers=headers,
-            content=body,
-            allow_private=self.rt.settings.callback_allow_private,
+        headers = webhooks.headers(secret or "", message.id, self.clock(), body)
+        request = OutgoingRequest("POST", message.target_url or "", headers, content=body)
+        sent = await attempts.send(
+            self.rt, message, worker=self.name, clock=self.clock, request=request, logged=body.decode()
         )
+        if sent is None:
+            return
+        started, result = sent
         ok = result.status_code is not None and 200 <= result.status_code < 300
         async with self.rt.db.transaction() as session:
             state = await outbox.record_attempt(
                 session,
                 message,
+                started,
                 worker=self.name,
-                started_at=started,
                 duration_ms=result.duration_ms,
                 succeeded=ok,
                 status_code=result.status_code,
-                request_body=body.decode(),
                 response_body=result.body,
                 error=result.error,
                 retry_schedule=self.rt.settings.callback_retry_schedule,
@@ -246,14 +325,31 @@ class Worker:
 
     async def housekeeping(self) -> None:
         now = self.clock()
+        s = self.rt.settings
         async with self.rt.db.transaction() as session:
-            await idempotency.purge_expired(
-                session, now, timedelta(hours=self.rt.settings.idempotency_ttl_hours)
-            )
+            await idempotency.purge_expired(session, now, timedelta(hours=s.idempotency_ttl_hours))
             backlog = await session.scalar(
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == outbox.PENDING)
             )
         OUTBOX_BACKLOG.set(int(backlog or 0))
+        await self.prune_delivered()
+
+    async def prune_delivered(self, max_batches: int = 20) -> int:
+        """Delete delivered rows (and their attempt logs) older than the configured age, one small
+        transaction per batch so no lock is held for long; returns how many rows went."""
+        s = self.rt.settings
+        cutoff = self.clock() - timedelta(hours=s.outbox_keep_delivered_hours)
+        total = 0
+        for _ in range(max_batches):
+            async with self.rt.db.transaction() as session:
+                pruned = await outbox.prune_delivered(
+                    session, finished_before=cutoff, limit=s.outbox_prune_batch_size
+                )
+            OUTBOX_PRUNED.inc(pruned)
+            total += pruned
+            if pruned < s.outbox_prune_batch_size:
+                break
+        return total
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.rt.settings
@@ -265,22 +361,36 @@ class Worker:
         ]
         last_run = [float("-inf")] * len(periodic)
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            for i, (every, job) in enumerate(periodic):
-                if loop.time() - last_run[i] >= every:
-                    last_run[i] = loop.time()
-                    try:
-                        await job()
-                    except Exception:
-                        log.exception("periodic_job_failed", job=job.__name__)
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                log.exception("outbox_claim_failed")
-                claimed = 0
-            if claimed == 0:
+        renewer = asyncio.create_task(self._keep_claims())
+        try:
+            while not stop.is_set():
+                for i, (every, job) in enumerate(periodic):
+                    if loop.time() - last_run[i] >= every:
+                        last_run[i] = loop.time()
+                        try:
+                            await job()
+                        except Exception:
+                            log.exception("periodic_job_failed", job=job.__name__)
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=s.worker_poll_seconds)
-                except TimeoutError:
-                    pass
+                    # Deliveries run in the background: the jobs lane never waits for them.
+                    taken = await self.run_jobs() + await self.start_deliveries()
+                except Exception:
+                    log.exception("outbox_claim_failed")
+                    taken = 0
+                if taken == 0:
+                    await self.deliveries.wait_change(stop, seconds=s.worker_poll_seconds)
+        finally:
+            # What is under way ends within its deadline; its outcome is logged before we go.
+            await self.deliveries.wait_idle()
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
         log.info("worker_stopped", worker=self.name)
+
+    async def _keep_claims(self) -> None:
+        every = max(0.2, self.rt.settings.worker_claim_timeout_seconds / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.renew_claims()
+            except Exception:
+                log.exception("outbox_renew_failed")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
@@ -31,7 +30,8 @@ from greengate.metrics import OUTBOX_RESULTS
 from greengate.runtime import Runtime
 from greengate.services import outbox
 from greengate.store.models import Payment, PaymentAttempt
-from greengate.worker.http_delivery import DeliveryOutcome, deliver
+from greengate.worker import attempts
+from greengate.worker.http_delivery import DeliveryOutcome, OutgoingRequest
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,16 @@ def _url_params(url: str) -> Params | None:
         return None
 
 
-async def send(
-    client: httpx.AsyncClient, *, url: str, method: str, params: Params, secret: str, allow_private: bool
-) -> tuple[str, DeliveryOutcome, MerchantAnswer]:
-    """Sign and send one callback; returns what was sent (for the delivery log), the HTTP outcome and
-    the merchant's answer."""
+@dataclass(frozen=True)
+class SignedCallback:
+    request: OutgoingRequest
+    sent: str  # what the delivery log shows
+    script: str
+    salt: str
+
+
+def sign(*, url: str, method: str, params: Params, secret: str) -> SignedCallback:
+    """The signed request of one callback, sent with the payment's request method."""
     script = script_name_from_url(url)
     # Parameters in the merchant's own URL (result.php?shop=7) reach it with the message, so they are
     # signed with it and travel in it too: the merchant verifies everything it receives.
@@ -115,28 +120,17 @@ async def send(
         sent = render_query(message)
         parts = urlsplit(url)
         query = f"{parts.query}&{sent}" if own is None else sent
-        outcome = await deliver(
-            client,
-            method="GET",
-            url=urlunsplit(parts._replace(query=query)),
-            headers={},
-            allow_private=allow_private,
-        )
+        request = OutgoingRequest("GET", urlunsplit(parts._replace(query=query)), {})
     else:
         if method == "XML":
             body = render_form([("pg_xml", render_xml(message, root="request").decode())])
         else:
             body = render_form(message)
         sent = body.decode()
-        outcome = await deliver(
-            client,
-            method="POST",
-            url=url,
-            content=body,
-            allow_private=allow_private,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        request = OutgoingRequest(
+            "POST", url, {"Content-Type": "application/x-www-form-urlencoded"}, content=body
         )
-    return sent, outcome, read_answer(outcome, script=script, secret=secret, salt=salt)
+    return SignedCallback(request, sent, script, salt)
 
 
 AfterAttempt = Callable[[AsyncSession, MerchantAnswer, datetime], Awaitable[None]]
@@ -154,28 +148,27 @@ async def deliver_message(
     retry_schedule: list[int] | None = None,
     after: AfterAttempt | None = None,
 ) -> None:
-    """Send one outbox message as a signed merchant callback and record the attempt; `after` runs in
-    the same transaction as the record (unless another worker took the message meanwhile)."""
-    started = clock()
-    sent, outcome, answer = await send(
-        rt.http,
-        url=message.target_url or "",
-        method=method,
-        params=params,
-        secret=secret,
-        allow_private=rt.settings.callback_allow_private,
+    """Send one outbox message as a signed merchant callback, logging the attempt before it goes out
+    and its outcome after; `after` runs in the same transaction as the outcome (unless another worker
+    took the message meanwhile)."""
+    callback = sign(url=message.target_url or "", method=method, params=params, secret=secret)
+    sent = await attempts.send(
+        rt, message, worker=worker, clock=clock, request=callback.request, logged=callback.sent
     )
+    if sent is None:
+        return
+    started, outcome = sent
+    answer = read_answer(outcome, script=callback.script, secret=secret, salt=callback.salt)
     now = clock()
     async with rt.db.transaction() as session:
         state = await outbox.record_attempt(
             session,
             message,
+            started,
             worker=worker,
-            started_at=started,
             duration_ms=outcome.duration_ms,
             succeeded=answer.delivered,
             status_code=outcome.status_code,
-            request_body=sent,
             response_body=outcome.body,
             error=answer.error,
             retry_schedule=rt.settings.callback_retry_schedule if retry_schedule is None else retry_schedule,

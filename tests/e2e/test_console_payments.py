@@ -214,7 +214,11 @@ async def test_a_dead_callback_is_redelivered_from_the_console(
     async with rt.db.transaction() as session:
         message = await session.get(OutboxMessage, message.id)
         attempts = list(
-            await session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.outbox_id == message.id))
+            await session.scalars(
+                select(DeliveryAttempt)
+                .where(DeliveryAttempt.outbox_id == message.id)
+                .order_by(DeliveryAttempt.id)
+            )
         )
         audit = await session.scalar(select(AuditEvent).where(AuditEvent.action == "callback.redeliver"))
     assert message is not None and message.status == "done"

@@ -88,7 +88,9 @@ async def test_callbacks_survive_a_killed_server(
         who = await make_client(rt, webhook_url=receiver.url)
         await make_direction(rt)
         await make_requisites(rt, n)
-        env = processes.env(worker_claim_timeout_seconds="2")
+        # A claim lasts at least one delivery's deadline (a request may be under way until then):
+        # both short, so the rows the dead server held come free soon.
+        env = processes.env(worker_claim_timeout_seconds="2", callback_timeout_seconds="2")
         server = await asyncio.to_thread(processes.serve, free_port, env=env)  # worker runs in-process
 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}", timeout=10) as client:
