@@ -23,6 +23,7 @@ from greengate.api.exchange.wire import error_body
 from greengate.api.merchant import card_storage as card_storage_api
 from greengate.api.merchant import payouts as merchant_payouts
 from greengate.api.merchant import routes as merchant_routes
+from greengate.body_limit import BodyLimitMiddleware
 from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
@@ -75,8 +76,12 @@ class Gateway(FastAPI):
     goes through FastAPI."""
 
     _order_endpoints = ObservabilityMiddleware(exchange_orders_api.serve_order_endpoint)
+    body_limit: BodyLimitMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.body_limit(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["path"] in exchange_orders_api.ENDPOINTS
@@ -112,6 +117,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         description="Self-hosted payment gateway: Exchange API (fiat → BTC) and Merchant API.",
         lifespan=lifespan,
     )
+    app.body_limit = BodyLimitMiddleware(app._dispatch, settings.max_request_bytes)
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
     app.include_router(merchant_routes.router)

@@ -23,6 +23,16 @@ HTTP_LATENCY = Histogram(
 )
 ORDER_TRANSITIONS = Counter("greengate_order_transitions_total", "Exchange order status changes", ["to"])
 OUTBOX_RESULTS = Counter("greengate_outbox_results_total", "Outbox delivery outcomes", ["kind", "outcome"])
+REQUESTS_REFUSED = Counter(
+    "greengate_requests_refused_total",
+    "Requests refused before they reached an endpoint (body limit, request limit, throttle)",
+    ["surface", "reason"],
+)
+THROTTLES_ENGAGED = Counter(
+    "greengate_throttles_engaged_total",
+    "Request limits reached and failed-authentication throttles or lockouts engaged",
+    ["scope"],
+)
 OUTBOX_BACKLOG = Gauge("greengate_outbox_backlog", "Pending outbox rows", multiprocess_mode="max")
 
 
