@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from greengate import log as logging_setup
 from greengate.api.exchange import orders as exchange_orders_api
 from greengate.api.exchange import routes as exchange_routes
+from greengate.api.exchange.limits import ExchangeLimits
 from greengate.api.exchange.wire import error_body
 from greengate.api.merchant import card_storage as card_storage_api
 from greengate.api.merchant import payouts as merchant_payouts
@@ -117,7 +118,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         description="Self-hosted payment gateway: Exchange API (fiat → BTC) and Merchant API.",
         lifespan=lifespan,
     )
-    app.body_limit = BodyLimitMiddleware(app._dispatch, settings.max_request_bytes)
+    app.body_limit = BodyLimitMiddleware(
+        ExchangeLimits(app._dispatch, lambda: app.state.runtime), settings.max_request_bytes
+    )
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
     app.include_router(merchant_routes.router)
