@@ -28,6 +28,7 @@ from greengate.body_limit import BodyLimitMiddleware
 from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
+from greengate.security.tokens import constant_time_equals
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
 from greengate.web import checkout, console, exchange_pages
@@ -165,7 +166,17 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         return JSONResponse({"status": "ok", "migrations": current})
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if settings.metrics_address:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if settings.metrics_token:
+            given = request.headers.get("authorization", "")
+            if not constant_time_equals(given, f"Bearer {settings.metrics_token}"):
+                return JSONResponse(
+                    {"detail": "metrics need a bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         body, content_type = render()
         return Response(body, media_type=content_type)
 

@@ -98,6 +98,10 @@ def serve(
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="greengate-metrics-"))
         if not no_worker:
             worker_proc = subprocess.Popen([sys.executable, "-m", "greengate.cli", "worker"])
+    if settings.metrics_address:
+        from greengate.metrics import serve_separately
+
+        serve_separately(settings.metrics_address)
     factory = (
         "greengate.app:app_factory" if (no_worker or workers > 1) else "greengate.app:app_factory_with_worker"
     )

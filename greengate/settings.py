@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # before that address is refused for the rest of the window; 0: no throttle.
     auth_failures_per_address: int = 30
     auth_failure_window_seconds: int = 300
+    # /metrics: with a token, only `Authorization: Bearer <token>` may read it; with an address
+    # ("127.0.0.1:9464"), `greengate serve` serves it there only and the main port answers 404.
+    metrics_token: str = ""
+    metrics_address: str = ""
     log_level: str = "INFO"
     log_json: bool = True
 
