@@ -31,6 +31,7 @@ from greengate.services import (
     payouts,
     recurring,
     refunds,
+    throttles,
 )
 from greengate.services.exchange_orders import CALLBACK, EXPIRE_JOB, assign_waiting_orders, expire_order
 from greengate.services.merchants import secret_key, webhook_secret
@@ -253,6 +254,8 @@ class Worker:
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == outbox.PENDING)
             )
         OUTBOX_BACKLOG.set(int(backlog or 0))
+        keep = max(86_400, 2 * self.rt.settings.auth_failure_window_seconds)
+        await throttles.sweep(self.rt.db, now, keep_seconds=keep)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.rt.settings

@@ -15,8 +15,10 @@ from defusedxml import ElementTree
 from sqlalchemy import select, update
 
 from greengate.app import create_app
+from greengate.clock import utcnow
 from greengate.runtime import Runtime
-from greengate.store.models import AuditEvent, Merchant
+from greengate.store.models import AuditEvent, Merchant, ThrottleCounter
+from greengate.worker.loop import Worker
 from tests.conftest import make_settings
 from tests.support.console import ConsoleClient, make_admin
 from tests.support.exchange import make_client
@@ -171,3 +173,20 @@ async def test_a_zero_limit_means_no_limit(
             (await http.get("/api/v2/directions", headers=client.headers)).status_code for _ in range(20)
         }
     assert statuses == {200}
+
+
+async def test_the_worker_forgets_windows_long_past(
+    database_url: str, tmp_path: Path, clean_db: None
+) -> None:
+    async with gateway(database_url, tmp_path) as http:
+        rt = runtime(http)
+        now = int(utcnow().timestamp())
+        async with rt.db.transaction() as session:
+            for subject, start in (("old", now - 90_000), ("new", now - 60)):
+                session.add(
+                    ThrottleCounter(scope="auth_fail_exchange", subject=subject, window_start=start, hits=1)
+                )
+        await Worker(rt).housekeeping()
+        async with rt.db.transaction() as session:
+            left = list(await session.scalars(select(ThrottleCounter.subject)))
+    assert left == ["new"]
