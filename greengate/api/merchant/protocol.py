@@ -16,6 +16,7 @@ from fastapi import Request, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import ClientDisconnect
 
 from greengate.api.merchant.codec import read_params, render_xml
 from greengate.api.merchant.errors import pg_error_code
@@ -178,6 +179,10 @@ async def process(
         if _is_auth_failure(exc):
             await throttles.count_failure(rt.db, _failure_rule(rt), _address(request), utcnow())
         return error_fields(exc), signing_secret, script
+    except ClientDisconnect:
+        # The client left, or the body limit cut the body off and answered 413 already.
+        gone: DomainError = Unavailable("the request body did not arrive", code="client_gone")
+        return error_fields(gone), signing_secret, script
     except IntegrityError:
         # Two requests raced on the same salt (or order id): the loser is a replay.
         err: DomainError = SignatureInvalid("pg_salt was already used", code="salt_replayed")
