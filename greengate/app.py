@@ -19,13 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from greengate import log as logging_setup
 from greengate.api.exchange import orders as exchange_orders_api
 from greengate.api.exchange import routes as exchange_routes
+from greengate.api.exchange.limits import ExchangeLimits
 from greengate.api.exchange.wire import error_body
 from greengate.api.merchant import card_storage as card_storage_api
 from greengate.api.merchant import payouts as merchant_payouts
 from greengate.api.merchant import routes as merchant_routes
+from greengate.body_limit import BodyLimitMiddleware
 from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
+from greengate.security.tokens import constant_time_equals
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
 from greengate.web import api_docs, checkout, console, exchange_pages
@@ -75,8 +78,12 @@ class Gateway(FastAPI):
     goes through FastAPI."""
 
     _order_endpoints = ObservabilityMiddleware(exchange_orders_api.serve_order_endpoint)
+    body_limit: BodyLimitMiddleware
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.body_limit(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["path"] in exchange_orders_api.ENDPOINTS
@@ -113,6 +120,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+    )
+    app.body_limit = BodyLimitMiddleware(
+        ExchangeLimits(app._dispatch, lambda: app.state.runtime), settings.max_request_bytes
     )
     app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
@@ -190,8 +200,18 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         response_class=Response,
         responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {}}}},
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Request counts and latencies, callback delivery, worker and business counters."""
+        if settings.metrics_address:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if settings.metrics_token:
+            given = request.headers.get("authorization", "")
+            if not constant_time_equals(given, f"Bearer {settings.metrics_token}"):
+                return JSONResponse(
+                    {"detail": "metrics need a bearer token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         body, content_type = render()
         return Response(body, media_type=content_type)
 

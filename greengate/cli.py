@@ -98,6 +98,10 @@ def serve(
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="greengate-metrics-"))
         if not no_worker:
             worker_proc = subprocess.Popen([sys.executable, "-m", "greengate.cli", "worker"])
+    if settings.metrics_address:
+        from greengate.metrics import serve_separately
+
+        serve_separately(settings.metrics_address)
     factory = (
         "greengate.app:app_factory" if (no_worker or workers > 1) else "greengate.app:app_factory_with_worker"
     )
@@ -186,11 +190,17 @@ def merchant_update(
     check_enabled: bool | None = typer.Option(
         None, "--check-enabled/--check-disabled", help="Send the check request by default"
     ),
+    requests_per_minute: int | None = typer.Option(
+        None,
+        "--exchange-requests-per-minute",
+        help="Exchange API requests a minute for this client (0: no limit; -1: the server's default)",
+    ),
 ) -> None:
     """Change a client's exchange settings and a merchant's Merchant API settings."""
     from greengate.services.merchants import (
         MerchantApiSettings,
         get_merchant,
+        set_request_limit,
         update_exchange_settings,
         update_merchant_settings,
     )
@@ -211,6 +221,8 @@ def merchant_update(
     async def work(rt: Runtime) -> None:
         async with rt.db.transaction() as session:
             m = await get_merchant(session, merchant_id, lock=True)
+            if requests_per_minute is not None:
+                await set_request_limit(session, m, requests_per_minute, now=utcnow())
             if webhook_url is not None or default_wallet is not None or api == MerchantApiSettings():
                 await update_exchange_settings(
                     session,

@@ -66,6 +66,16 @@ class Settings(BaseSettings):
 
     idempotency_ttl_hours: int = 24
     max_request_bytes: int = 1_000_000
+    # Exchange API requests a minute per client (a client's own setting overrides it); 0: no limit.
+    exchange_requests_per_minute: int = 600
+    # Failed authentications (Api-Secret, pg_sig, console password) per source address and window
+    # before that address is refused for the rest of the window; 0: no throttle.
+    auth_failures_per_address: int = 30
+    auth_failure_window_seconds: int = 300
+    # /metrics: with a token, only `Authorization: Bearer <token>` may read it; with an address
+    # ("127.0.0.1:9464"), `greengate serve` serves it there only and the main port answers 404.
+    metrics_token: str = ""
+    metrics_address: str = ""
     log_level: str = "INFO"
     log_json: bool = True
     # The built documentation site (`mkdocs build`), served at /docs/guide when it exists.

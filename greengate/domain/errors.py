@@ -26,6 +26,17 @@ class DomainError(Exception):
         self.field = field
 
 
+class TooManyRequests(DomainError):
+    """A request limit or a failed-authentication throttle refused the request for a while."""
+
+    kind = ErrorKind.UNAVAILABLE
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class InvalidRequest(DomainError):
     kind = ErrorKind.INVALID
     code = "invalid_request"

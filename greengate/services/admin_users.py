@@ -11,7 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain.errors import InvalidRequest, NotFound
+from greengate.metrics import THROTTLES_ENGAGED
 from greengate.services.audit import record_audit
+from greengate.services.throttles import Rule, window_of
+from greengate.store import throttles as throttle_store
 from greengate.store.models import AdminUser
 
 ROLES = ("admin", "operator", "viewer")
@@ -19,6 +22,8 @@ MIN_PASSWORD_LENGTH = 10
 # Lockout: this many wrong passwords in a row lock the account for LOCK_DURATION.
 MAX_FAILED_LOGINS = 5
 LOCK_DURATION = timedelta(minutes=15)
+# Counted per (account, address) in the shared throttle counters, in fixed windows of LOCK_DURATION.
+LOCK_RULE = Rule("console_lock", MAX_FAILED_LOGINS, int(LOCK_DURATION.total_seconds()))
 _hasher = PasswordHasher()
 # Verified against when the e-mail is unknown, so a miss costs the same time as a wrong password.
 _DUMMY_HASH = _hasher.hash("greengate-no-such-user")
@@ -68,35 +73,46 @@ class LoginOutcome:
     locked_until: datetime | None = None  # set when the account is (now) locked
 
 
-async def authenticate(session: AsyncSession, *, email: str, password: str, now: datetime) -> LoginOutcome:
-    """Check a console sign-in. Wrong passwords count towards the lockout; a locked account is refused
-    even with the right password until the lock expires. The caller commits either way."""
+def lock_subject(email: str, address: str) -> str:
+    return f"{email.strip().lower()[:200]}|{address}"
+
+
+async def authenticate(
+    session: AsyncSession, *, email: str, password: str, now: datetime, address: str
+) -> LoginOutcome:
+    """Check a console sign-in. Wrong passwords count towards a lockout of the account *from that
+    address* (so nobody elsewhere can lock a real admin out); while it holds, the right password from
+    that address is refused too. The caller commits either way."""
+    subject = lock_subject(email, address)
+    start, left = window_of(LOCK_RULE, now)
+    if await throttle_store.hits(session, LOCK_RULE.scope, subject, start) >= MAX_FAILED_LOGINS:
+        return LoginOutcome(None, now + timedelta(seconds=left))
     user = await session.scalar(
         select(AdminUser).where(AdminUser.email == email.strip().lower()).with_for_update()
     )
-    if user is None or not user.active:
-        _verify(_DUMMY_HASH, password)
-        return LoginOutcome(None)
-    if user.locked_until is not None and user.locked_until > now:
-        return LoginOutcome(None, user.locked_until)
-    if not _verify(user.password_hash, password):
-        user.failed_logins += 1
-        if user.failed_logins < MAX_FAILED_LOGINS:
+    if user is None or not user.active or not _verify(user.password_hash, password):
+        if user is None or not user.active:
+            _verify(_DUMMY_HASH, password)
+        if await throttle_store.bump(session, LOCK_RULE.scope, subject, start) < MAX_FAILED_LOGINS:
             return LoginOutcome(None)
-        user.failed_logins, user.locked_until = 0, now + LOCK_DURATION
+        locked_until = now + timedelta(seconds=left)
+        THROTTLES_ENGAGED.labels(LOCK_RULE.scope).inc()
+        if user is not None:
+            user.locked_until = max(locked_until, user.locked_until or locked_until)
         await record_audit(
             session,
-            actor=f"system:{user.email}",
+            actor=f"system:{email.strip().lower()[:100]}",
             action="admin.locked",
-            obj=("admin_user", user.id),
+            obj=("admin_user", user.id if user is not None else "unknown"),
             before=None,
-            after={"locked_until": user.locked_until, "after_failures": MAX_FAILED_LOGINS},
+            after={"locked_until": locked_until, "after_failures": MAX_FAILED_LOGINS, "address": address},
             now=now,
         )
-        return LoginOutcome(None, user.locked_until)
+        return LoginOutcome(None, locked_until)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+    await throttle_store.clear(session, LOCK_RULE.scope, subject)
+    user.failed_logins, user.last_login_at = 0, now
     return LoginOutcome(user)
 
 
@@ -134,6 +150,7 @@ async def update_admin(
         user.active = active
     if unlock:
         user.failed_logins, user.locked_until = 0, None
+        await throttle_store.clear(session, LOCK_RULE.scope, lock_subject(user.email, ""))
     await record_audit(
         session,
         actor=actor,

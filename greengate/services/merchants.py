@@ -148,6 +148,25 @@ def payout_secret(keyring: Keyring, merchant: Merchant) -> str:
     return keyring.decrypt(merchant.payout_secret_enc, _aad(merchant.id, "payout_secret"))
 
 
+async def set_request_limit(
+    session: AsyncSession, merchant: Merchant, per_minute: int, *, now: datetime, actor: str = "cli"
+) -> None:
+    """The client's own Exchange API requests a minute: 0 is no limit, a negative value returns it to
+    GREENGATE_EXCHANGE_REQUESTS_PER_MINUTE."""
+    before = {"exchange_requests_per_minute": merchant.exchange_requests_per_minute}
+    merchant.exchange_requests_per_minute = per_minute if per_minute >= 0 else None
+    merchant.updated_at = now
+    await record_audit(
+        session,
+        actor=actor,
+        action="merchant.request_limit",
+        obj=("merchant", merchant.id),
+        before=before,
+        after={"exchange_requests_per_minute": merchant.exchange_requests_per_minute},
+        now=now,
+    )
+
+
 async def update_exchange_settings(
     session: AsyncSession,
     merchant: Merchant,

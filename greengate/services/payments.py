@@ -17,7 +17,14 @@ from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentSta
 from greengate.runtime import Runtime
 from greengate.services import ledger, outbox
 from greengate.store.db import update_versioned
-from greengate.store.models import Merchant, Payment, PaymentAttempt, PaymentEvent
+from greengate.store.models import (
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    PaymentEvent,
+    RecurringProfile,
+    SavedCard,
+)
 
 EXPIRE_JOB = "payment.expire"
 CHECK_CALLBACK = "merchant.check"
@@ -240,7 +247,29 @@ async def transition(
             merchant_id=payment.merchant_id,
             target_url=payment.check_url,
         )
+    if target is S.OK or target in FINAL:
+        await destroy_card_numbers(session, payment)
     return payment
+
+
+async def destroy_card_numbers(session: AsyncSession, payment: Payment) -> None:
+    """The attempts' full card numbers go when the payment's attempts end, except the one a
+    recurring profile charges again; a card being saved hands its number over itself."""
+    await session.flush()  # an attempt added in this unit of work is in the table before the update
+    saving = await session.scalar(select(SavedCard.id).where(SavedCard.payment_id == payment.id).limit(1))
+    if saving is not None:
+        return
+    kept = select(RecurringProfile.attempt_id).where(RecurringProfile.payment_id == payment.id)
+    await session.execute(
+        update(PaymentAttempt)
+        .where(
+            PaymentAttempt.payment_id == payment.id,
+            PaymentAttempt.card_enc.is_not(None),
+            PaymentAttempt.id.not_in(kept),
+        )
+        .values(card_enc=None)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 async def cancel_payment(session: AsyncSession, payment: Payment, now: datetime, actor: str) -> Payment:

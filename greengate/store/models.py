@@ -56,6 +56,8 @@ class Merchant(Base):
     failure_url: Mapped[str | None] = mapped_column(String(2000))
     request_method: Mapped[str] = mapped_column(String(8), default="POST", server_default="POST")
     check_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Exchange API requests a minute for this client; None: GREENGATE_EXCHANGE_REQUESTS_PER_MINUTE.
+    exchange_requests_per_minute: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -668,3 +670,15 @@ class PayoutEvent(Base):
     actor: Mapped[str] = mapped_column(String(100))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ThrottleCounter(Base):
+    """Hits of one subject (a client, an address, an account at an address) in one fixed window.
+    Shared by every process and node through the database."""
+
+    __tablename__ = "throttle_counters"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    hits: Mapped[int] = mapped_column(Integer)

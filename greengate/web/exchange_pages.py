@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from decimal import ROUND_UP, Decimal
 from pathlib import Path
@@ -35,6 +36,21 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 def _remaining(expires_at: datetime, now: datetime) -> int:
     return max(int((expires_at - now).total_seconds()), 0)
+
+
+def order_page_headers(nonce: str) -> dict[str, str]:
+    """The payer's page: no framing, no sniffing, its own nonce'd style and script only."""
+    return {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'"
+        ),
+    }
 
 
 @router.get("/pay/order/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -91,8 +107,9 @@ async def order_page(request: Request, token: str) -> Response:
         "open": status in (OrderStatus.UNCONFIRMED, OrderStatus.AWAITING),
         "qr_svg": qr_svg,
     }
-    html = templates.get_template("exchange/order.html").render(context)
-    return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    nonce = secrets.token_urlsafe(16)
+    html = templates.get_template("exchange/order.html").render(context, nonce=nonce)
+    return HTMLResponse(html, headers=order_page_headers(nonce))
 
 
 def bestchange_code(direction: Direction) -> str:

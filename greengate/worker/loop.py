@@ -31,6 +31,7 @@ from greengate.services import (
     payouts,
     recurring,
     refunds,
+    throttles,
 )
 from greengate.services.exchange_orders import CALLBACK, EXPIRE_JOB, assign_waiting_orders, expire_order
 from greengate.services.merchants import secret_key, webhook_secret
@@ -332,6 +333,8 @@ class Worker:
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.status == outbox.PENDING)
             )
         OUTBOX_BACKLOG.set(int(backlog or 0))
+        keep = max(86_400, 2 * s.auth_failure_window_seconds)
+        await throttles.sweep(self.rt.db, now, keep_seconds=keep)
         await self.prune_delivered()
 
     async def prune_delivered(self, max_batches: int = 20) -> int:

@@ -279,8 +279,10 @@ NOT_XML = "<request><pg_merchant_id>{mid}</pg_merchant_id><pg_amount>100</reques
 
 
 def _xml_error(response: httpx.Response, reason: str) -> Answer:
-    """The transport's refusal: a well-formed XML error (before the merchant is known: unsigned)."""
-    answer = Answer.read(response, "init_payment.php")
+    """The transport's refusal: a well-formed XML error (before the merchant is known: unsigned);
+    an oversized body is refused with 413 as it arrives."""
+    status = 413 if reason == "larger than" else 200
+    answer = Answer.read(response, "init_payment.php", status=status)
     assert (answer.status, answer.error_code) == ("error", 200), answer.params
     assert reason in answer.description, answer.description
     assert "root:" not in response.text and "lollol" not in response.text

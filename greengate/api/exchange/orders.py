@@ -5,6 +5,7 @@ dependency solving and request objects, which cost as much as the endpoint's own
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ MAX_IDS = 500
 CHECK_PATH = "/api/v2/order/check"
 CREATE_PATH = "/api/v2/order/create"
 Answer = tuple[int, bytes]
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def json_object(rt: Runtime, content_type: str, body: bytes) -> dict[str, Any]:
@@ -48,6 +50,9 @@ def text_field(data: dict[str, Any], name: str, *, max_length: int = 200) -> str
         raise InvalidRequest(f"{name} must be a string", code="invalid_field", field=name)
     if len(value) > max_length:
         raise InvalidRequest(f"{name} is too long", code="invalid_field", field=name)
+    if _UNSTORABLE.search(value):
+        # A lone surrogate cannot be encoded for the database, NUL cannot sit in a text column.
+        raise InvalidRequest(f"{name} holds characters that are not text", code="invalid_field", field=name)
     return value
 
 

@@ -119,3 +119,12 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 409, 413, 415, 422, 503)
 }
+ERRORS[429] = {
+    "model": ErrorOut,
+    "description": (
+        "`rate_limited`: the client sent more than its requests a minute (600 unless configured for"
+        " the client), or its address failed authentication too often. `Retry-After` gives the"
+        " seconds until the window ends."
+    ),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}},
+}

@@ -24,6 +24,7 @@ PG_ERROR_CODES: dict[str, int] = {
     "phone_not_accepted": 711,
     "no_payment_system": 850,
     "internal_error": 1000,
+    "rate_limited": 1000,
 }
 
 BY_KIND: dict[ErrorKind, int] = {

@@ -252,7 +252,7 @@ async def _answer(request: Request, handler: Handler) -> Response:
     fields, secret, script = await process(request, handler, key_kind="payout")
     if len(fields) > 1 and fields[0] == ("pg_status", "ok") and fields[1][0] == "pg_status":
         fields = fields[1:]  # the answer names the payout's own pg_status (reg2reg)
-    return xml(signed(script, fields, secret))
+    return xml(signed(script, fields, secret), request)
 
 
 @router.api_route("/api/reg2nonreg", methods=METHODS)

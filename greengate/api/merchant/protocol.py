@@ -16,6 +16,7 @@ from fastapi import Request, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import ClientDisconnect
 
 from greengate.api.merchant.codec import read_params, render_xml
 from greengate.api.merchant.errors import pg_error_code
@@ -26,13 +27,15 @@ from greengate.domain.errors import (
     MerchantInactive,
     MerchantUnknown,
     SignatureInvalid,
+    TooManyRequests,
     Unavailable,
 )
 from greengate.domain.ids import id_number
 from greengate.domain.params import Params, first
 from greengate.domain.signature import new_salt, script_name_from_url, verify, with_signature
+from greengate.metrics import REQUESTS_REFUSED
 from greengate.runtime import Runtime
-from greengate.services import idempotency
+from greengate.services import idempotency, throttles
 from greengate.services.merchants import payout_secret, secret_key
 from greengate.store.models import Merchant, MerchantSalt
 
@@ -80,8 +83,30 @@ def error_fields(error: DomainError) -> Params:
     ]
 
 
-def xml(params: Params) -> Response:
+def xml(params: Params, request: Request | None = None) -> Response:
+    """The XML answer; 429 with Retry-After when a throttle refused the request."""
+    retry_after = getattr(request.state, "retry_after", None) if request is not None else None
+    if retry_after is not None:
+        headers = {"Retry-After": str(retry_after)}
+        return Response(render_xml(params), status_code=429, media_type=XML_TYPE, headers=headers)
     return Response(render_xml(params), media_type=XML_TYPE)
+
+
+FAILURE_SCOPE = "auth_fail_merchant"
+
+
+def _failure_rule(rt: Runtime) -> throttles.Rule:
+    return throttles.Rule(
+        FAILURE_SCOPE, rt.settings.auth_failures_per_address, rt.settings.auth_failure_window_seconds
+    )
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _is_auth_failure(error: DomainError) -> bool:
+    return isinstance(error, MerchantUnknown) or error.code == "signature_invalid"
 
 
 async def _merchant(session: AsyncSession, params: Params, path_merchant_id: str | None) -> Merchant:
@@ -124,6 +149,14 @@ async def process(
     rt: Runtime = request.app.state.runtime
     script = script_name_from_url(request.url.path)
     signing_secret: str | None = None
+    verdict = await throttles.check_failures(rt.db, _failure_rule(rt), _address(request), utcnow())
+    if not verdict.allowed:
+        REQUESTS_REFUSED.labels("merchant", "auth_throttled").inc()
+        request.state.retry_after = verdict.retry_after
+        error = TooManyRequests(
+            "too many failed signatures from this address; try again later", retry_after=verdict.retry_after
+        )
+        return error_fields(error), None, script
     try:
         params = await read_params(request, max_bytes=rt.settings.max_request_bytes)
         async with rt.db.transaction() as session:
@@ -143,7 +176,13 @@ async def process(
             fields = await handler(session, rt, MerchantCall(merchant, params, script, now))
         return [("pg_status", "ok"), *fields], signing_secret, script
     except DomainError as exc:
+        if _is_auth_failure(exc):
+            await throttles.count_failure(rt.db, _failure_rule(rt), _address(request), utcnow())
         return error_fields(exc), signing_secret, script
+    except ClientDisconnect:
+        # The client left, or the body limit cut the body off and answered 413 already.
+        gone: DomainError = Unavailable("the request body did not arrive", code="client_gone")
+        return error_fields(gone), signing_secret, script
     except IntegrityError:
         # Two requests raced on the same salt (or order id): the loser is a replay.
         err: DomainError = SignatureInvalid("pg_salt was already used", code="salt_replayed")
@@ -158,4 +197,4 @@ async def handle(
     request: Request, handler: Handler, *, key_kind: KeyKind = "payment", merchant_id: str | None = None
 ) -> Response:
     fields, key, script = await process(request, handler, key_kind=key_kind, merchant_id=merchant_id)
-    return xml(signed(script, fields, key))
+    return xml(signed(script, fields, key), request)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import structlog
 from fastapi import APIRouter, Request, Response
@@ -117,7 +117,20 @@ def _page_url(token: str, suffix: str = "", **query: str | None) -> str:
     return f"/pay/{quote(token, safe='')}{suffix}" + (f"?{urlencode(params)}" if params else "")
 
 
-def page_headers(nonce: str) -> dict[str, str]:
+def form_action(targets: list[str | None]) -> str:
+    """The CSP form-action: the gateway itself, plus the origin of each off-site form target (the
+    result page posts the signed answer back to the merchant)."""
+    sources = ["'self'"]
+    for url in targets:
+        parts = urlsplit(url or "")
+        if parts.scheme in ("http", "https") and parts.netloc:
+            origin = f"{parts.scheme}://{parts.netloc}"
+            if origin not in sources and all(ch not in origin for ch in " ;,'\"\r\n"):
+                sources.append(origin)
+    return "form-action " + " ".join(sources)
+
+
+def page_headers(nonce: str, form_targets: list[str | None] | None = None) -> dict[str, str]:
     return {
         "Cache-Control": "no-store",
         "Pragma": "no-cache",
@@ -126,7 +139,8 @@ def page_headers(nonce: str) -> dict[str, str]:
         "X-Frame-Options": "DENY",
         "Content-Security-Policy": (
             f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            "img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'"
+            "img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; "
+            + form_action(form_targets or [])
         ),
     }
 
@@ -180,7 +194,7 @@ def split_expiry(text: str) -> tuple[str, str]:
     parts = _EXPIRY_SEPARATORS.split(value, maxsplit=1)
     if len(parts) == 2:
         return parts[0], parts[1]
-    if value.isdigit() and len(value) in (4, 6):
+    if (value.isascii() and value.isdigit()) and len(value) in (4, 6):
         return value[:2], value[2:]
     return value, ""
 
@@ -227,7 +241,9 @@ async def _load_view(rt: Runtime, token: str) -> View | None:
 def render(template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
     nonce = secrets.token_urlsafe(16)
     html = templates.get_template(f"checkout/{template}").render(context, nonce=nonce)
-    return HTMLResponse(html, status_code=status_code, headers=page_headers(nonce))
+    way_back = context.get("way_back")
+    targets = [getattr(way_back, "url", None)]
+    return HTMLResponse(html, status_code=status_code, headers=page_headers(nonce, targets))
 
 
 def not_found(request: Request, template: str = "not_found.html") -> Response:

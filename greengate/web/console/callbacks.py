@@ -85,7 +85,7 @@ async def _redeliver(session: AsyncSession, console: Console, ids: list[int]) ->
 
 @router.post("/admin/callbacks/redeliver")
 async def callback_redeliver_many(console: Console = Depends(action("callbacks"))) -> Response:
-    ids = [int(v) for v in console.values("ids") if v.isdigit() and len(v) < 19]
+    ids = [int(v) for v in console.values("ids") if (v.isascii() and v.isdigit()) and len(v) < 19]
 
     async def work(session: AsyncSession) -> str:
         return await _redeliver(session, console, ids)

@@ -76,7 +76,7 @@ def _direction_changes(console: Console, *, status_default: int | None = None) -
         raw = console.value(name)
         if not raw:
             return None
-        if not raw.isdigit() or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
             raise InvalidRequest(f"{name} must be a whole number", field=name)
         return int(raw)
 
@@ -245,7 +245,7 @@ def _order_filters(request: Request) -> tuple[Select[Any], dict[str, str]]:
         stmt = stmt.where(ExchangeOrder.payment_method == f["payment_method"])
     if q := f["q"]:
         conditions = [ExchangeOrder.wallet == q, ExchangeOrder.txid == q.lower()]
-        if q.isdigit() and len(q) < 19:
+        if (q.isascii() and q.isdigit()) and len(q) < 19:
             conditions.append(ExchangeOrder.id == int(q))
         stmt = stmt.where(or_(*conditions))
     if (start := filters.day_start(request, "date_from")) is not None:
@@ -419,7 +419,7 @@ async def transfer_list(request: Request, console: Console = Depends(page())) ->
 async def transfer_match(transfer_id: int, console: Console = Depends(action("orders"))) -> Response:
     async def work(session: AsyncSession) -> str:
         raw = console.value("order_id", 19)
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise InvalidRequest("order id must be a number", field="order_id")
         row = await transfers.match_transfer(
             session, console.rt, transfer_id, int(raw), utcnow(), console.actor

@@ -16,7 +16,7 @@ def text(request: Request, name: str, max_length: int = 200) -> str:
 
 def integer(request: Request, name: str) -> int | None:
     raw = text(request, name, 19)
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return int(raw) if (raw.isascii() and raw.isdigit()) and len(raw) < 19 else None
 
 
 def day_start(request: Request, name: str) -> datetime | None:
@@ -31,7 +31,9 @@ def day_start(request: Request, name: str) -> datetime | None:
 def day_end(request: Request, name: str) -> datetime | None:
     """The end (exclusive) of the given day, so a "to" date includes that whole day."""
     start = day_start(request, name)
-    return None if start is None else start + timedelta(days=1)
+    if start is None or start.date() == date.max:
+        return None  # no day after the last one: no upper bound
+    return start + timedelta(days=1)
 
 
 def amount(request: Request, name: str, currency: str) -> int | None:

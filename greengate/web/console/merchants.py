@@ -38,7 +38,7 @@ async def merchant_list(request: Request, console: Console = Depends(page())) ->
     if q:
         stmt = stmt.where(
             or_(Merchant.name.ilike(f"%{q}%"), Merchant.id == int(q))
-            if q.isdigit() and len(q) < 18
+            if (q.isascii() and q.isdigit()) and len(q) < 18
             else Merchant.name.ilike(f"%{q}%")
         )
     if mode in MODES:

@@ -110,7 +110,7 @@ async def payout_test_button(payout_id: int, console: Console = Depends(action("
             name,
             now=now,
             actor=console.actor,
-            code=int(code_raw) if code_raw.isdigit() else None,
+            code=int(code_raw) if (code_raw.isascii() and code_raw.isdigit()) else None,
             rt=console.rt,
         )
         await record_audit(

@@ -173,7 +173,7 @@ async def payment_test_button(payment_id: int, console: Console = Depends(action
         now = utcnow()
         before = await session.scalar(select(Payment.status).where(Payment.id == payment_id))
         code_raw = console.value("code", 5)
-        code = int(code_raw) if code_raw.isdigit() else None
+        code = int(code_raw) if (code_raw.isascii() and code_raw.isdigit()) else None
         payment = await test_action(session, payment_id, name, now=now, actor=console.actor, code=code)
         await record_audit(
             session,

@@ -148,7 +148,7 @@ class Page:
 
 def page_number(request: Request) -> int:
     raw = request.query_params.get("page", "1")
-    return min(max(int(raw), 1), MAX_PAGE) if raw.isdigit() and len(raw) < 6 else 1
+    return min(max(int(raw), 1), MAX_PAGE) if (raw.isascii() and raw.isdigit()) and len(raw) < 6 else 1
 
 
 def _page_url(request: Request, number: int) -> str:

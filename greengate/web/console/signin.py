@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from greengate.clock import utcnow
+from greengate.metrics import REQUESTS_REFUSED
+from greengate.services import throttles
 from greengate.services.admin_users import MAX_FAILED_LOGINS, authenticate
 from greengate.services.audit import record_audit
 from greengate.services.console_sessions import ABSOLUTE_TIMEOUT, end_session, start_session
@@ -23,6 +25,7 @@ from greengate.web.console.rendering import redirect, render, static_file, when
 
 router = APIRouter(route_class=ConsoleRoute)
 LOGIN_PATH = "/admin/login"
+FAILURE_SCOPE = "auth_fail_console"
 
 
 def _safe_next(raw: str | None) -> str:
@@ -90,8 +93,19 @@ async def login(request: Request) -> Response:
     email = str(form.get("email") or "")[:200]
     password = str(form.get("password") or "")[:1000]
     now = utcnow()
+    address = request.client.host if request.client else "unknown"
+    failures = throttles.Rule(
+        FAILURE_SCOPE, rt.settings.auth_failures_per_address, rt.settings.auth_failure_window_seconds
+    )
+    verdict = await throttles.check_failures(rt.db, failures, address, now)
+    if not verdict.allowed:
+        REQUESTS_REFUSED.labels("console", "auth_throttled").inc()
+        error = "Too many failed sign-ins from this address. Try again later."
+        page = _login_page(request, token=csrf.new_token(), error=error, status_code=429)
+        page.headers["Retry-After"] = str(verdict.retry_after)
+        return page
     async with rt.db.transaction() as session:
-        outcome = await authenticate(session, email=email, password=password, now=now)
+        outcome = await authenticate(session, email=email, password=password, now=now, address=address)
         token = None
         if outcome.user is not None:
             token = await start_session(session, outcome.user, now)
@@ -105,9 +119,10 @@ async def login(request: Request) -> Response:
                 now=now,
             )
     if token is None:
+        await throttles.count_failure(rt.db, failures, address, now)
         if outcome.locked_until is not None:
             error = (
-                f"This account is locked until {when(outcome.locked_until)} UTC after "
+                f"This account is locked from your address until {when(outcome.locked_until)} UTC after "
                 f"{MAX_FAILED_LOGINS} wrong passwords. Try again later or ask an admin to unlock it."
             )
             status_code = 423
