@@ -189,7 +189,7 @@ class Worker:
             numbers = await requisite_numbers(session, self.rt.keyring, {order.requisite_id} - {None})  # type: ignore[arg-type]
             secret = webhook_secret(self.rt.keyring, merchant)
         number = numbers.get(order.requisite_id or 0, "")
-        data = order_wire(column_values(order), number, self.rt.settings.public_base_url)
+        data = order_wire(column_values(order), number, self.rt.settings.base_url)
         # The event reports the status it was raised for, even if the order has moved on since.
         data["order_status"] = message.payload["order_status"]
         body = dumps(
