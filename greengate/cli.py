@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -875,6 +876,65 @@ def keys_rotate() -> None:
     typer.echo(f"every encrypted value is under key {kid}")
     if rotation.retired:
         typer.echo(f"no longer needed, may leave the keyring: {', '.join(rotation.retired)}")
+
+
+# --- backups -------------------------------------------------------------------------------------
+
+
+@app.command("backup")
+def backup_command(
+    path: Path = typer.Argument(..., help="File to write; the keyring that reads it goes to PATH.keys"),
+) -> None:
+    """Copy the embedded database while the gateway runs, with its keys."""
+    from greengate.store import backup
+
+    db = get_settings().sqlite_file()
+    if db is None:
+        _fail("backup copies the embedded SQLite database; for PostgreSQL use pg_dump (docs/backups.md)")
+
+    async def keyring_spec(rt: Runtime) -> str:
+        return rt.keyring.spec()
+
+    spec = _run(keyring_spec)  # the keyring is checked against the database first
+    try:
+        files = backup.backup(db, spec, path)
+    except (backup.BackupError, OSError, sqlite3.Error) as exc:
+        _fail(f"backup failed: {exc}")
+    typer.echo(f"database copied to {files.database}; its keys to {files.keys} (keep both, apart and safe)")
+
+
+@app.command("restore")
+def restore_command(
+    path: Path = typer.Argument(..., help="A file written by `greengate backup` (PATH.keys beside it)"),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing database (gateway stopped)"),
+) -> None:
+    """Put a backup in place of the embedded database, with its keys."""
+    from greengate.store import backup
+
+    settings = get_settings()
+    db = settings.sqlite_file()
+    if db is None:
+        _fail("restore writes the embedded SQLite database; for PostgreSQL use pg_restore (docs/backups.md)")
+    try:
+        files = backup.restore(path, db, replace=replace)
+    except (backup.BackupError, OSError, sqlite3.Error) as exc:
+        _fail(f"restore failed: {exc}")
+    spec = files.keys.read_text().strip()
+    if settings.encryption_keys.strip():
+        where = "GREENGATE_ENCRYPTION_KEYS"
+        if settings.encryption_keys.strip() != spec:
+            typer.echo(
+                f"note: the backup's keys are in {files.keys}; GREENGATE_ENCRYPTION_KEYS must hold them",
+                err=True,
+            )
+    else:
+        key_file = settings.key_file()
+        where = str(key_file)
+        if key_file.exists() and key_file.read_text().strip() != spec and not replace:
+            _fail(f"{key_file} holds other keys than the backup's: pass --replace to overwrite it")
+        backup.write_private(key_file, spec + "\n")
+    _run(_keys_ready)
+    typer.echo(f"restored {files.database} to {db}; keys in {where}")
 
 
 def main() -> None:
