@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -214,19 +215,25 @@ async def prepare(rt: Runtime) -> None:
     """Before a process works: make the key file for a database that needs no key yet (no key
     configured, none recorded, nothing encrypted), then check and record the keyring (`adopt`).
     Raises KeyProblem when the keyring cannot serve the database."""
-    async with rt.db.transaction() as session:
-        if (
-            not rt.keyring.keys
-            and not rt.settings.encryption_keys.strip()
-            and not await registered_keys(session)
-            and not await _has_ciphertext(session)
-        ):
-            path = rt.settings.key_file()
-            try:
-                rt.keyring = create_key_file(path)
-            except FileExistsError:  # another process made it first
-                rt.keyring = Keyring.from_settings("", str(path))
-        await adopt(session, rt.keyring, key_source(rt.settings), now=utcnow())
+    for attempt in range(2):
+        try:
+            async with rt.db.transaction() as session:
+                if (
+                    not rt.keyring.keys
+                    and not rt.settings.encryption_keys.strip()
+                    and not await registered_keys(session)
+                    and not await _has_ciphertext(session)
+                ):
+                    path = rt.settings.key_file()
+                    try:
+                        rt.keyring = create_key_file(path)
+                    except FileExistsError:  # another process made it first
+                        rt.keyring = Keyring.from_settings("", str(path))
+                await adopt(session, rt.keyring, key_source(rt.settings), now=utcnow())
+            return
+        except IntegrityError:  # another process recorded the same key at the same moment: compare again
+            if attempt:
+                raise
 
 
 def key_source(settings: Settings) -> str:
