@@ -16,6 +16,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from greengate import __version__
 from greengate import log as logging_setup
 from greengate.api.exchange import orders as exchange_orders_api
 from greengate.api.exchange import routes as exchange_routes
@@ -29,6 +30,7 @@ from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
 from greengate.security.tokens import constant_time_equals
+from greengate.services import keys
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
 from greengate.web import api_docs, checkout, console, exchange_pages
@@ -103,6 +105,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = Runtime.create(settings)
         app.state.runtime = rt
+        try:
+            await keys.prepare(rt)
+        except keys.KeyProblem as problem:  # /readyz answers 503 with the code while it lasts
+            log.error("encryption keys cannot serve the database", code=problem.code, detail=problem.message)
+        except Exception as exc:
+            log.error("encryption keys not checked: database unavailable", error=repr(exc))
         stop = asyncio.Event()
         worker_task = asyncio.create_task(Worker(rt).run(stop)) if run_worker else None
         try:
@@ -115,7 +123,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     app = Gateway(
         title="greengate",
-        version="0.1.0",
+        version=__version__,
         description="Self-hosted payment gateway: Exchange API (fiat → BTC) and Merchant API.",
         lifespan=lifespan,
         docs_url=None,
@@ -184,13 +192,21 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             async with rt.db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             current = await current_revision(rt.db.engine)
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "database": repr(exc)[:200]}, status_code=503)
+        except Exception as exc:  # the detail goes to the log, never to the caller
+            log.warning("readiness: database unavailable", error=repr(exc))
+            return _unready("database_unavailable")
         head = head_revision(rt.settings.database_url)
         if current != head:
-            return JSONResponse(
-                {"status": "unavailable", "migrations": {"current": current, "head": head}}, status_code=503
-            )
+            return _unready("migrations_pending", migrations={"current": current, "head": head})
+        try:
+            async with rt.db.transaction() as session:
+                problem = await keys.verify(session, rt.keyring, keys.key_source(rt.settings))
+        except Exception as exc:
+            log.warning("readiness: encryption keys not checked", error=repr(exc))
+            return _unready("database_unavailable")
+        if problem is not None:
+            log.warning("readiness: encryption keys", code=problem.code, detail=problem.message)
+            return _unready(problem.code)
         return JSONResponse({"status": "ok", "migrations": current})
 
     @app.get(
@@ -216,6 +232,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         return Response(body, media_type=content_type)
 
     return app
+
+
+def _unready(reason: str, **extra: Any) -> Response:
+    return JSONResponse({"status": "unavailable", "reason": reason, **extra}, status_code=503)
 
 
 def app_factory() -> FastAPI:

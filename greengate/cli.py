@@ -6,15 +6,18 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy import select
 
+from greengate import __version__
 from greengate.clock import utcnow
 from greengate.domain.errors import DomainError
 from greengate.domain.money import format_minor, parse_amount
@@ -24,13 +27,15 @@ from greengate.store import migrate as migrations
 
 T = TypeVar("T")
 
-app = typer.Typer(help="greengate payment gateway", no_args_is_help=True, add_completion=False)
-merchant_app = typer.Typer(help="Merchants and exchange clients", no_args_is_help=True)
-direction_app = typer.Typer(help="Exchange directions", no_args_is_help=True)
-requisite_app = typer.Typer(help="Card requisites that payers transfer to", no_args_is_help=True)
-order_app = typer.Typer(help="Exchange orders", no_args_is_help=True)
-admin_app = typer.Typer(help="Operator console accounts", no_args_is_help=True)
-rates_app = typer.Typer(help="Market rates", no_args_is_help=True)
+# Plain help (no `<bool>` metavars) and plain tracebacks (never a dump of local variables).
+PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None, "pretty_exceptions_enable": False}
+app = typer.Typer(add_completion=False, **PLAIN)
+merchant_app = typer.Typer(help="Merchants and exchange clients", **PLAIN)
+direction_app = typer.Typer(help="Exchange directions", **PLAIN)
+requisite_app = typer.Typer(help="Card requisites that payers transfer to", **PLAIN)
+order_app = typer.Typer(help="Exchange orders", **PLAIN)
+admin_app = typer.Typer(help="Operator console accounts", **PLAIN)
+rates_app = typer.Typer(help="Market rates", **PLAIN)
 for sub, name in (
     (merchant_app, "merchant"),
     (direction_app, "direction"),
@@ -42,12 +47,48 @@ for sub, name in (
     app.add_typer(sub, name=name)
 
 
-def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Run one operator command against the configured database; domain errors exit with code 1."""
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 1: what is wrong and what to do."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _prepare_schema() -> None:
+    try:
+        if migrations.prepare_schema(get_settings().database_url):
+            typer.echo("the database was empty: migrations applied", err=True)
+    except migrations.DatabaseProblem as problem:
+        _fail(problem.message)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"greengate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+    ),
+) -> None:
+    """greengate payment gateway: serve both APIs, run the worker, operate from the command line."""
+
+
+def _run(work: Callable[[Runtime], Awaitable[T]], *, check_keys: bool = True, check_schema: bool = True) -> T:
+    """Run one operator command against the configured database, once its schema is current and the
+    keyring can read its data; domain errors exit with code 1."""
+    from greengate.services import keys
+
+    if check_schema:
+        _prepare_schema()
 
     async def main() -> T:
         rt = Runtime.create(get_settings())
         try:
+            if check_keys:
+                await keys.prepare(rt)
             return await work(rt)
         finally:
             await rt.close()
@@ -55,8 +96,9 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except DomainError as exc:
-        typer.echo(f"error: {exc.message} ({exc.code})", err=True)
-        raise typer.Exit(1) from None
+        _fail(f"{exc.message} ({exc.code})")
+    except keys.KeyProblem as problem:
+        _fail(problem.message)
 
 
 def _echo(data: Any, as_json: bool, text: str) -> None:
@@ -65,8 +107,13 @@ def _echo(data: Any, as_json: bool, text: str) -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations."""
-    migrations.upgrade(get_settings().database_url)
+    """Apply database migrations (back up first: docs/backups.md)."""
+    url = get_settings().database_url
+    try:
+        migrations.probe(url)
+    except migrations.DatabaseProblem as problem:
+        _fail(problem.message)
+    migrations.upgrade(url)
     typer.echo("migrations applied")
 
 
@@ -78,20 +125,34 @@ def serve(
     demo: bool = typer.Option(False, "--demo", help="Seed demo data and print its credentials"),
     no_worker: bool = typer.Option(False, "--no-worker", help="Do not run the background worker"),
 ) -> None:
-    """Run the gateway (migrations first; the worker runs alongside unless --no-worker)."""
+    """Run the gateway (migrating first) and, unless --no-worker, the worker."""
     import uvicorn
 
     settings = get_settings()
+    try:
+        migrations.probe(settings.database_url)
+    except migrations.DatabaseProblem as problem:
+        _fail(problem.message)
     migrations.upgrade(settings.database_url)
+    _run(_keys_ready, check_schema=False)
+    local = local_base_url(host, port)
+    if not settings.public_base_url:
+        # Links follow the address served: every process this command starts inherits it.
+        os.environ["GREENGATE_SERVED_BASE_URL"] = local
+        get_settings.cache_clear()
+        if host in WILDCARD_HOSTS:
+            typer.echo(
+                "warning: listening on every interface but GREENGATE_PUBLIC_BASE_URL is not set, so the "
+                f"links handed to payers and merchants point at {local}, which only this machine can open; "
+                "set GREENGATE_PUBLIC_BASE_URL to the address they reach",
+                err=True,
+            )
     if demo:
-        from greengate.demo import seed
-
-        data = _run(seed)
-        typer.echo("Demo data ready. Keep these; secrets are shown once:")
-        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
-        typer.echo(f"Exchange API: http://{host}:{port}/api/v2/directions  (header Api-Secret)")
-        typer.echo(f"API docs:     http://{host}:{port}/docs")
-        typer.echo(f"Console:      http://{host}:{port}/admin/  (the admin above)")
+        _demo(get_settings())
+    typer.echo(f"greengate {__version__} on {local}  (links handed out: {get_settings().base_url})")
+    typer.echo(f"Exchange API: {local}/api/v2/directions  (header Api-Secret)")
+    typer.echo(f"API docs:     {local}/docs")
+    typer.echo(f"Console:      {local}/admin/")
     worker_proc: subprocess.Popen[bytes] | None = None
     if workers > 1:
         # Metrics from every server process are merged through files in a shared directory.
@@ -123,6 +184,46 @@ def serve(
             worker_proc.wait(timeout=20)
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def local_base_url(host: str, port: int) -> str:
+    """An address of the server that works from this machine: a wildcard host becomes loopback."""
+    name = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _demo(settings: Any) -> None:
+    """Make the demo data once; later starts say where its credentials were written."""
+    from greengate.demo import seed
+
+    path: Path = settings.demo_credentials_file()
+    data = _run(seed, check_schema=False)
+    if data is None:
+        where = (
+            f"its credentials are in {path}"
+            if path.exists()
+            else f"its credentials were written to {path} when it was made, which is gone now "
+            "(rotate the demo client's secrets in the console to get new ones)"
+        )
+        typer.echo(f"Demo data exists already; {where}")
+        return
+    _write_private(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    typer.echo(f"Demo data made. Its credentials (also in {path}, mode 0600):")
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+async def _keys_ready(rt: Runtime) -> None:
+    """Nothing to do: `_run` has checked the keyring against the database."""
+
+
 @app.command()
 def worker() -> None:
     """Run the background worker: callbacks, TTL expiry, rate refresh."""
@@ -149,7 +250,7 @@ def worker() -> None:
 def merchant_create(
     name: str = typer.Option(..., "--name"),
     mode: str = typer.Option("test", "--mode", help="test or live"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
     """Create a merchant / exchange client and print its credentials once."""
     from greengate.services.merchants import create_merchant
@@ -247,7 +348,8 @@ def merchant_update(
 
 
 @merchant_app.command("list")
-def merchant_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def merchant_list(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    """List merchants and exchange clients (id, mode, name)."""
     from greengate.store.models import Merchant
 
     async def work(rt: Runtime) -> list[dict[str, Any]]:
@@ -309,8 +411,9 @@ def direction_create(
     unique_span: int = typer.Option(100, "--unique-span", help="Max shift in minor units"),
     underpay_tolerance: str = typer.Option("0", "--underpay-tolerance", help="Percent"),
     disabled: bool = typer.Option(False, "--disabled"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
+    """Create an exchange direction (fiat currency to BTC)."""
     from greengate.services.directions import DirectionChanges, create_direction
 
     changes = DirectionChanges(
@@ -338,7 +441,8 @@ def direction_create(
 
 
 @direction_app.command("list")
-def direction_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def direction_list(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    """List exchange directions with their limits, commission and rate source."""
     from greengate.services.directions import list_directions
 
     async def work(rt: Runtime) -> list[dict[str, Any]]:
@@ -371,8 +475,9 @@ def direction_update(
     unique_span: int | None = typer.Option(None, "--unique-span"),
     underpay_tolerance: str | None = typer.Option(None, "--underpay-tolerance"),
     reserve: str | None = typer.Option(None, "--reserve", help="BTC reserve shown in rates.xml"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
+    """Change a direction's status, limits, commission, TTL or rate source."""
     from greengate.services.directions import DirectionChanges, update_direction
 
     changes = DirectionChanges(
@@ -409,8 +514,9 @@ def requisite_add(
     currency: str = typer.Option("RUB", "--currency", help="Currency of the limits"),
     daily_limit: str | None = typer.Option(None, "--daily-limit"),
     turnover_limit: str | None = typer.Option(None, "--turnover-limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
+    """Add a card or phone requisite that payers transfer to (stored encrypted)."""
     from greengate.services.requisites import add_requisite
 
     async def work(rt: Runtime) -> dict[str, Any]:
@@ -440,7 +546,8 @@ def requisite_add(
 
 
 @requisite_app.command("list")
-def requisite_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def requisite_list(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    """List card requisites (numbers masked) and whether each is handed out."""
     from greengate.store.models import Requisite
 
     async def work(rt: Runtime) -> list[dict[str, Any]]:
@@ -475,6 +582,7 @@ def requisite_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @requisite_app.command("disable")
 def requisite_disable(requisite_id: int) -> None:
+    """Stop handing a requisite out to new orders."""
     from greengate.services.requisites import set_requisite_active
 
     async def work(rt: Runtime) -> None:
@@ -541,7 +649,7 @@ def order_payout(
 
 # --- payments --------------------------------------------------------------------------------
 
-payment_app = typer.Typer(help="Merchant API payments", no_args_is_help=True)
+payment_app = typer.Typer(help="Merchant API payments", **PLAIN)
 app.add_typer(payment_app, name="payment")
 
 
@@ -551,7 +659,9 @@ def payment_action(
     action: str = typer.Argument(..., help="approve, decline, require-3ds, expire, refund or chargeback"),
     code: int | None = typer.Option(None, "--code", help="Failure code for decline (default 10001)"),
 ) -> None:
-    """Drive a test payment like the console's test buttons (live payments: approve/decline while pending)."""
+    """Drive a payment like the console's test buttons.
+
+    Live payments: approve or decline while pending."""
     from greengate.services.payment_flow import test_action
 
     async def work(rt: Runtime) -> str:
@@ -566,7 +676,7 @@ def payment_action(
 
 # --- payouts ---------------------------------------------------------------------------------
 
-payout_app = typer.Typer(help="Merchant API payouts to cards", no_args_is_help=True)
+payout_app = typer.Typer(help="Merchant API payouts to cards", **PLAIN)
 app.add_typer(payout_app, name="payout")
 
 
@@ -578,8 +688,9 @@ def payout_action(
     ),
     code: int | None = typer.Option(None, "--code", help="Failure code for decline (default 10001)"),
 ) -> None:
-    """Approve, decline or resolve a payout like the console's test buttons (live payouts: while
-    processing; nothing ends a processing payout by itself)."""
+    """Approve, decline or resolve a payout like the console's test buttons.
+
+    Live payouts: while processing; nothing ends a processing payout by itself."""
     from greengate.services.payouts import test_action
 
     async def work(rt: Runtime) -> str:
@@ -601,6 +712,7 @@ def admin_create(
     password: str = typer.Option(..., "--password", prompt=True, hide_input=True),
     role: str = typer.Option("admin", "--role", help="admin, operator or viewer"),
 ) -> None:
+    """Create an operator console account (asks for the password)."""
     from greengate.services.admin_users import create_admin
 
     async def work(rt: Runtime) -> int:
@@ -612,6 +724,7 @@ def admin_create(
 
 @rates_app.command("refresh")
 def rates_refresh() -> None:
+    """Fetch market rates now for every direction that uses them."""
     from greengate.services.rates import refresh_rates
 
     for key, outcome in _run(lambda rt: refresh_rates(rt, utcnow())).items():
@@ -620,7 +733,7 @@ def rates_refresh() -> None:
 
 # --- fees and ledger -------------------------------------------------------------------------
 
-ledger_app = typer.Typer(help="Double-entry ledger: balances and the consistency check", no_args_is_help=True)
+ledger_app = typer.Typer(help="Double-entry ledger: balances and the consistency check", **PLAIN)
 app.add_typer(ledger_app, name="ledger")
 
 
@@ -631,9 +744,11 @@ def merchant_fee(
     payment_system: str = typer.Option("*", "--payment-system", help="BANKCARD, MOBILE_COMMERCE or * (any)"),
     percent: str = typer.Option("0", "--percent", help="Percent of the amount, e.g. 2.5"),
     fixed: str = typer.Option("0", "--fixed", help="Fixed part in major units, e.g. 10"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Set the gateway's fee on a merchant's payments (percent rounded half up, plus the fixed part)."""
+    """Set the gateway's fee on a merchant's payments.
+
+    The percent part is rounded half up, then the fixed part is added."""
     from greengate.services.fees import set_fee
 
     async def work(rt: Runtime) -> dict[str, Any]:
@@ -686,7 +801,7 @@ def ledger_check() -> None:
 @ledger_app.command("balances")
 def ledger_balances(
     merchant: int | None = typer.Option(None, "--merchant", help="Only this merchant's accounts"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
     """Account balances on each account's normal side, in major units."""
     from greengate.services.ledger import balances
@@ -718,21 +833,128 @@ def ledger_balances(
 
 # --- encryption keys -------------------------------------------------------------------------------
 
-keys_app = typer.Typer(help="Encryption keys: re-encrypt stored data", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys: status and rotation", **PLAIN)
 app.add_typer(keys_app, name="keys")
 
 
-@keys_app.command("rotate-cards")
-def keys_rotate_cards() -> None:
-    """Re-encrypt saved cards' PANs under the first key of GREENGATE_ENCRYPTION_KEYS."""
-    from greengate.services.saved_cards import rotate_card_keys
+@keys_app.command("status")
+def keys_status(as_json: bool = typer.Option(False, "--json", help="Print JSON")) -> None:
+    """Show the keyring against the keys the database needs.
 
-    async def work(rt: Runtime) -> tuple[int, str]:
+    Exits 1 when the keyring cannot read the data."""
+    from greengate.services import keys
+
+    async def work(rt: Runtime) -> tuple[list[keys.KeyState], str]:
         async with rt.db.transaction() as session:
-            return await rotate_card_keys(session, rt.keyring), rt.keyring.keys[0][0]
+            return await keys.key_states(session, rt.keyring), keys.key_source(rt.settings)
 
-    count, kid = _run(work)
-    typer.echo(f"{count} saved cards re-encrypted under key {kid}")
+    states, source = _run(work, check_keys=False)
+    problem = keys.problem_of(states, source)
+    data = {
+        "keyring": source,
+        "keys": [
+            {
+                "kid": s.kid,
+                "needed_by_database": s.needed,
+                "in_keyring": s.in_keyring,
+                "matches": s.matches,
+                "encrypts_new_data": s.primary,
+            }
+            for s in states
+        ],
+        "problem": problem.code if problem else None,
+    }
+    lines = [f"keyring: {source}"]
+    for s in states:
+        fields = [
+            s.kid,
+            "needed" if s.needed else "not needed",
+            "in keyring" if s.in_keyring else "MISSING from keyring",
+            {True: "same key", False: "DIFFERENT KEY", None: "-"}[s.matches],
+        ]
+        lines.append("\t".join(fields + (["encrypts new data"] if s.primary else [])))
+    lines.append(f"problem: {problem.message}" if problem else "ok")
+    _echo(data, as_json, "\n".join(lines))
+    if problem:
+        raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every encrypted value under the keyring's first key.
+
+    Keys that no data needs any more are then named and may leave the keyring."""
+    from greengate.services import keys
+
+    async def work(rt: Runtime) -> tuple[keys.Rotation, str]:
+        async with rt.db.transaction() as session:
+            return await keys.rotate(session, rt.keyring, now=utcnow()), rt.keyring.primary
+
+    rotation, kid = _run(work)
+    for label, count in rotation.reencrypted.items():
+        typer.echo(f"{label}: {count} re-encrypted")
+    typer.echo(f"every encrypted value is under key {kid}")
+    if rotation.retired:
+        typer.echo(f"no longer needed, may leave the keyring: {', '.join(rotation.retired)}")
+
+
+# --- backups -------------------------------------------------------------------------------------
+
+
+@app.command("backup")
+def backup_command(
+    path: Path = typer.Argument(..., help="File to write; the keyring that reads it goes to PATH.keys"),
+) -> None:
+    """Copy the embedded database while the gateway runs, with its keys."""
+    from greengate.store import backup
+
+    db = get_settings().sqlite_file()
+    if db is None:
+        _fail("backup copies the embedded SQLite database; for PostgreSQL use pg_dump (docs/backups.md)")
+
+    async def keyring_spec(rt: Runtime) -> str:
+        return rt.keyring.spec()
+
+    spec = _run(keyring_spec)  # the keyring is checked against the database first
+    try:
+        files = backup.backup(db, spec, path)
+    except (backup.BackupError, OSError, sqlite3.Error) as exc:
+        _fail(f"backup failed: {exc}")
+    typer.echo(f"database copied to {files.database}; its keys to {files.keys} (keep both, apart and safe)")
+
+
+@app.command("restore")
+def restore_command(
+    path: Path = typer.Argument(..., help="A file written by `greengate backup` (PATH.keys beside it)"),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing database (gateway stopped)"),
+) -> None:
+    """Put a backup in place of the embedded database, with its keys."""
+    from greengate.store import backup
+
+    settings = get_settings()
+    db = settings.sqlite_file()
+    if db is None:
+        _fail("restore writes the embedded SQLite database; for PostgreSQL use pg_restore (docs/backups.md)")
+    try:
+        files = backup.restore(path, db, replace=replace)
+    except (backup.BackupError, OSError, sqlite3.Error) as exc:
+        _fail(f"restore failed: {exc}")
+    spec = files.keys.read_text().strip()
+    if settings.encryption_keys.strip():
+        where = "GREENGATE_ENCRYPTION_KEYS"
+        if settings.encryption_keys.strip() != spec:
+            typer.echo(
+                f"note: the backup's keys are in {files.keys}; GREENGATE_ENCRYPTION_KEYS must hold them",
+                err=True,
+            )
+    else:
+        key_file = settings.key_file()
+        where = str(key_file)
+        if key_file.exists() and key_file.read_text().strip() != spec and not replace:
+            _fail(f"{key_file} holds other keys than the backup's: pass --replace to overwrite it")
+        backup.write_private(key_file, spec + "\n")
+    _run(_keys_ready)
+    typer.echo(f"restored {files.database} to {db}; keys in {where}")
 
 
 def main() -> None:

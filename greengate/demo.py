@@ -4,7 +4,6 @@ requisites and an admin account."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -13,7 +12,7 @@ from greengate.clock import utcnow
 from greengate.runtime import Runtime
 from greengate.services.admin_users import create_admin
 from greengate.services.directions import DirectionChanges, create_direction
-from greengate.services.merchants import create_merchant, rotate_credentials
+from greengate.services.merchants import create_merchant
 from greengate.services.requisites import add_requisite
 from greengate.store.models import AdminUser, Direction, Merchant
 
@@ -52,22 +51,17 @@ REQUISITES = [
 ]
 
 
-@dataclass
-class DemoOutput:
-    data: dict[str, Any]
-
-
-async def seed(rt: Runtime) -> dict[str, Any]:
+async def seed(rt: Runtime) -> dict[str, Any] | None:
+    """Make the demo data and return its credentials; None when it was made before (its secrets are
+    never issued again, so clients set up with them keep working)."""
     now = utcnow()
     out: dict[str, Any] = {}
     async with rt.db.transaction() as session:
-        merchant = await session.scalar(select(Merchant).where(Merchant.name == DEMO_MERCHANT))
-        if merchant is None:
-            merchant, creds = await create_merchant(
-                session, rt.keyring, name=DEMO_MERCHANT, mode="test", now=now, actor="demo"
-            )
-        else:  # secrets are shown once, so a second demo start issues new ones
-            creds = await rotate_credentials(session, rt.keyring, merchant, now=now, actor="demo")
+        if await session.scalar(select(Merchant.id).where(Merchant.name == DEMO_MERCHANT)) is not None:
+            return None
+        merchant, creds = await create_merchant(
+            session, rt.keyring, name=DEMO_MERCHANT, mode="test", now=now, actor="demo"
+        )
         out["merchant"] = {
             "merchant_id": creds.merchant_id,
             "secret_key": creds.secret_key,
@@ -109,6 +103,4 @@ async def seed(rt: Runtime) -> dict[str, Any]:
                 session, email=DEMO_ADMIN, password=password, role="admin", now=now, actor="demo"
             )
             out["admin"] = {"email": DEMO_ADMIN, "password": password}
-        else:
-            out["admin"] = {"email": DEMO_ADMIN, "password": "(unchanged since the first demo start)"}
     return out

@@ -24,7 +24,7 @@ class Runtime:
         return cls(
             settings=settings,
             db=Database(settings.database_url, pool_size=settings.db_pool_size),
-            keyring=Keyring.from_settings(settings.encryption_keys, settings.encryption_key_file),
+            keyring=Keyring.from_settings(settings.encryption_keys, str(settings.key_file())),
             http=httpx.AsyncClient(
                 timeout=httpx.Timeout(settings.callback_timeout_seconds, connect=5.0),
                 follow_redirects=False,

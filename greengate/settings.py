@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from greengate.domain.bitcoin_address import Network
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./greengate.db"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
 class Settings(BaseSettings):
@@ -19,10 +22,14 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 20
     # AES-256-GCM keys as "kid:base64key" separated by commas; the first one encrypts new data.
-    # Empty → a key file next to the working directory is created on first use (embedded default).
+    # Empty → the key file is read, and created on first use for a database that needs no key yet.
     encryption_keys: str = ""
-    encryption_key_file: str = "./greengate.key"
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Empty → beside the SQLite file (greengate.db → greengate.key); ./greengate.key for PostgreSQL.
+    encryption_key_file: str = ""
+    # Base of the links handed out (fast_link, pg_redirect_url, payout and card pages). Empty → the
+    # address `greengate serve` listens on (it passes it to its processes as GREENGATE_SERVED_BASE_URL).
+    public_base_url: str = ""
+    served_base_url: str = ""
     # Operator token for the incoming-transfer endpoint; empty disables the endpoint.
     operator_token: str = ""
 
@@ -82,12 +89,38 @@ class Settings(BaseSettings):
     # Empty → site/ of the checkout the package runs from.
     docs_site_dir: str = ""
 
+    @property
+    def base_url(self) -> str:
+        """Where payers and merchants reach this gateway, without a trailing slash."""
+        return (self.public_base_url or self.served_base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def sqlite_file(self) -> Path | None:
+        """The embedded database's file, or None for PostgreSQL and in-memory SQLite."""
+        return sqlite_file(self.database_url)
+
+    def key_file(self) -> Path:
+        if self.encryption_key_file:
+            return Path(self.encryption_key_file)
+        db = self.sqlite_file()
+        return db.with_suffix(".key") if db is not None else Path("greengate.key")
+
+    def demo_credentials_file(self) -> Path:
+        db = self.sqlite_file()
+        return db.with_suffix(".demo.json") if db is not None else Path("greengate.demo.json")
+
     def fixed_rate_map(self) -> dict[str, Decimal]:
         rates: dict[str, Decimal] = {}
         for item in filter(None, (p.strip() for p in self.fixed_rates.split(","))):
             currency, _, value = item.partition("=")
             rates[currency.strip().upper()] = Decimal(value.strip())
         return rates
+
+
+def sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).absolute()
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,8 @@ the associated data, so a ciphertext copied into another row or column does not 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass
@@ -43,11 +45,37 @@ class Keyring:
 
     @classmethod
     def from_settings(cls, spec: str, key_file: str) -> Keyring:
+        """The configured keys, else the key file's; an empty keyring when neither exists yet (the
+        caller decides whether a new key file may be made: see `create_key_file`)."""
         if spec.strip():
             return cls.parse(spec)
-        return cls.parse(_load_or_create_key_file(Path(key_file)))
+        path = Path(key_file)
+        if not path.exists():
+            return cls(())
+        return cls.parse(path.read_text().strip())
+
+    def spec(self) -> str:
+        """The keyring in the form `parse` reads (secret: for key files and backups only)."""
+        return ",".join(f"{kid}:{base64.urlsafe_b64encode(key).decode()}" for kid, key in self.keys)
+
+    @property
+    def primary(self) -> str:
+        """The id of the key that encrypts new data."""
+        if not self.keys:
+            raise DecryptionError("no encryption key configured")
+        return self.keys[0][0]
+
+    def check_value(self, kid: str) -> str | None:
+        """A value that tells whether two keys with the same id are the same key, without revealing
+        it: an HMAC of a fixed label under the key."""
+        key = dict(self.keys).get(kid)
+        if key is None:
+            return None
+        return key_check_value(key)
 
     def encrypt(self, plaintext: str, associated: str) -> str:
+        if not self.keys:
+            raise DecryptionError("no encryption key configured")
         kid, key = self.keys[0]
         nonce = os.urandom(12)
         sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), associated.encode())
@@ -68,18 +96,26 @@ class Keyring:
             raise DecryptionError("ciphertext does not decrypt with its key") from None
 
     def needs_rotation(self, token: str) -> bool:
-        return token.split(":", 2)[1] != self.keys[0][0]
+        return key_id_of(token) != self.primary
+
+
+def key_id_of(token: str) -> str:
+    """The id of the key a ciphertext was sealed with."""
+    return token.split(":", 2)[1]
+
+
+def key_check_value(key: bytes) -> str:
+    return hmac.new(key, b"greengate key check v1", hashlib.sha256).hexdigest()[:32]
 
 
 def new_key_spec(kid: str = "k1") -> str:
     return f"{kid}:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
 
 
-def _load_or_create_key_file(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
+def create_key_file(path: Path) -> Keyring:
+    """Write a new key to `path` (mode 0600; never over an existing file) and return its keyring."""
     spec = new_key_spec()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(spec + "\n")
-    return spec
+    return Keyring.parse(spec)

@@ -33,7 +33,7 @@ class MerchantCredentials:
     webhook_secret: str
 
 
-def _aad(merchant_id: int, column: str) -> str:
+def column_aad(merchant_id: int, column: str) -> str:
     return f"merchants:{merchant_id}:{column}"
 
 
@@ -76,9 +76,13 @@ def _issue_credentials(keyring: Keyring, merchant: Merchant) -> MerchantCredenti
         webhook_secret=new_webhook_secret(),
     )
     merchant.api_secret_hash = hash_api_secret(creds.api_secret)
-    merchant.secret_key_enc = keyring.encrypt(creds.secret_key, _aad(merchant.id, "secret_key"))
-    merchant.payout_secret_enc = keyring.encrypt(creds.payout_secret, _aad(merchant.id, "payout_secret"))
-    merchant.webhook_secret_enc = keyring.encrypt(creds.webhook_secret, _aad(merchant.id, "webhook_secret"))
+    merchant.secret_key_enc = keyring.encrypt(creds.secret_key, column_aad(merchant.id, "secret_key"))
+    merchant.payout_secret_enc = keyring.encrypt(
+        creds.payout_secret, column_aad(merchant.id, "payout_secret")
+    )
+    merchant.webhook_secret_enc = keyring.encrypt(
+        creds.webhook_secret, column_aad(merchant.id, "webhook_secret")
+    )
     return creds
 
 
@@ -135,17 +139,17 @@ async def get_merchant(session: AsyncSession, merchant_id: int, *, lock: bool = 
 def webhook_secret(keyring: Keyring, merchant: Merchant) -> str | None:
     if merchant.webhook_secret_enc is None:
         return None
-    return keyring.decrypt(merchant.webhook_secret_enc, _aad(merchant.id, "webhook_secret"))
+    return keyring.decrypt(merchant.webhook_secret_enc, column_aad(merchant.id, "webhook_secret"))
 
 
 def secret_key(keyring: Keyring, merchant: Merchant) -> str:
     assert merchant.secret_key_enc is not None
-    return keyring.decrypt(merchant.secret_key_enc, _aad(merchant.id, "secret_key"))
+    return keyring.decrypt(merchant.secret_key_enc, column_aad(merchant.id, "secret_key"))
 
 
 def payout_secret(keyring: Keyring, merchant: Merchant) -> str:
     assert merchant.payout_secret_enc is not None
-    return keyring.decrypt(merchant.payout_secret_enc, _aad(merchant.id, "payout_secret"))
+    return keyring.decrypt(merchant.payout_secret_enc, column_aad(merchant.id, "payout_secret"))
 
 
 async def set_request_limit(

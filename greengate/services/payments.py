@@ -35,7 +35,7 @@ S = PaymentStatus
 
 
 def page_url(rt: Runtime, payment: Payment) -> str:
-    return f"{rt.settings.public_base_url.rstrip('/')}/pay/{payment.access_token}"
+    return f"{rt.settings.base_url}/pay/{payment.access_token}"
 
 
 def is_testing(merchant: Merchant, requested: bool) -> bool:

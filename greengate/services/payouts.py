@@ -99,10 +99,10 @@ def acquirer_for(payout: Payout) -> Acquirer:
 
 
 def page_url(rt: Runtime, payout: Payout) -> str:
-    return f"{rt.settings.public_base_url.rstrip('/')}/payout/{payout.access_token}"
+    return f"{rt.settings.base_url}/payout/{payout.access_token}"
 
 
-def _pan_aad(payout_id: int) -> str:
+def card_aad(payout_id: int) -> str:
     return f"payouts:{payout_id}:pan"
 
 
@@ -356,7 +356,7 @@ async def _send_to_card(
     pan = number.reveal()
     payout.acquirer = acquirer.name
     # Kept encrypted so the operator can resolve a processing payout later; never logged, never shown.
-    payout.card_enc = rt.keyring.encrypt(pan, _pan_aad(payout.id))
+    payout.card_enc = rt.keyring.encrypt(pan, card_aad(payout.id))
     await session.flush()
     decision = acquirer.payout(
         payout_id=payout.id,
@@ -393,7 +393,7 @@ async def _resolve(session: AsyncSession, rt: Runtime, payout: Payout, now: date
         raise BusinessRuleViolation(
             f"only a processing payout can be resolved; this one is {payout.status}", code="state_forbids"
         )
-    pan = rt.keyring.decrypt(payout.card_enc, _pan_aad(payout.id))
+    pan = rt.keyring.decrypt(payout.card_enc, card_aad(payout.id))
     decision = acquirer_for(payout).resolve_processing(card_number=pan)
     if decision.outcome is Outcome.PROCESSING:
         raise BusinessRuleViolation(

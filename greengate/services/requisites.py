@@ -42,7 +42,7 @@ def _day_start(now: datetime) -> datetime:
     return datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
 
 
-def _aad(requisite_id: int) -> str:
+def number_aad(requisite_id: int) -> str:
     return f"requisites:{requisite_id}:number"
 
 
@@ -87,7 +87,7 @@ async def add_requisite(
     )
     session.add(req)
     await session.flush()
-    req.number_enc = keyring.encrypt(digits, _aad(req.id))
+    req.number_enc = keyring.encrypt(digits, number_aad(req.id))
     await record_audit(
         session,
         actor=actor,
@@ -131,7 +131,7 @@ async def requisite_numbers(session: AsyncSession, keyring: Keyring, ids: set[in
 # anyway) are kept decrypted in memory, keyed by the ciphertext, so a re-encrypted card is decrypted anew.
 @functools.lru_cache(maxsize=4096)
 def decrypt_number(keyring: Keyring, requisite_id: int, number_enc: str) -> str:
-    return keyring.decrypt(number_enc, _aad(requisite_id))
+    return keyring.decrypt(number_enc, number_aad(requisite_id))
 
 
 async def find_by_number(session: AsyncSession, keyring: Keyring, number: str) -> Requisite | None:

@@ -17,8 +17,6 @@ Use cases (each one step of one transaction; the caller owns the session and com
   where the card requires it) or card/direct (no payer: a card that asks for 3-D Secure is declined
   with 10004). The payment then runs through `payment_flow` and `payments.transition` like any card
   payment: callbacks, ledger, status.
-- `rotate_card_keys` — re-encrypt saved PANs under the keyring's current key (`greengate keys
-  rotate-cards`).
 
 For payouts (another service resolves a saved card to pay out to)::
 
@@ -556,31 +554,3 @@ async def pay_with_card(
             },
         )
     return payment
-
-
-# --- keys ------------------------------------------------------------------------------------------
-
-
-async def rotate_card_keys(session: AsyncSession, keyring: Keyring, *, batch: int = 500) -> int:
-    """Re-encrypt every saved PAN not under the keyring's current key; returns how many were."""
-    rotated, after = 0, 0
-    while True:
-        cards = list(
-            await session.scalars(
-                select(SavedCard)
-                .where(SavedCard.pan_enc.is_not(None), SavedCard.id > after)
-                .order_by(SavedCard.id)
-                .limit(batch)
-                .with_for_update()
-            )
-        )
-        if not cards:
-            return rotated
-        for card in cards:
-            assert card.pan_enc is not None
-            if keyring.needs_rotation(card.pan_enc):
-                aad = pan_aad(card.id)
-                card.pan_enc = keyring.encrypt(keyring.decrypt(card.pan_enc, aad), aad)
-                rotated += 1
-        after = cards[-1].id
-        await session.flush()

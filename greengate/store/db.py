@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, event, update
@@ -26,8 +28,21 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def create_private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists: SQLite then opens it (an empty file is an
+    empty database) and gives its -wal and -shm files the same mode. A missing folder is left for
+    SQLite to report when it connects."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except (FileExistsError, FileNotFoundError):
+        pass
+
+
 def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            create_private_file(Path(database))
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine)
         return engine

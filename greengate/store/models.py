@@ -325,6 +325,17 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class EncryptionKey(Base):
+    """A key the stored data needs, by id, with a check value that tells the same key from another
+    with the same id; the key itself is never stored here."""
+
+    __tablename__ = "encryption_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    check_value: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class MerchantSalt(Base):
     """pg_salt values seen per merchant, so a replayed signed request is refused."""
 

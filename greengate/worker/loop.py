@@ -275,7 +275,7 @@ class Worker:
         # The event reports the order as it was in the status it was raised for, even if the order has
         # moved on since.
         reported = dict(column_values(order), status=message.payload["order_status"])
-        data = order_wire(reported, number, self.rt.settings.public_base_url)
+        data = order_wire(reported, number, self.rt.settings.base_url)
         body = dumps(
             {"type": "order.status_changed", "created_at": wire_time(message.created_at), "data": data}
         )

@@ -134,7 +134,7 @@ class Processes:
 
     def serve(self, port: int, *extra: str, env: dict[str, str] | None = None) -> GreengateProcess:
         proc = self.start("serve", "--host", "127.0.0.1", "--port", str(port), *extra, env=env)
-        proc.wait_http(f"http://127.0.0.1:{port}/healthz")
+        proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60.0)
         return proc
 
     def close(self) -> None:

@@ -107,7 +107,7 @@ async def check(rt: Runtime, api_secret: str | None, content_type: str, body: by
     found = await find_client_orders(rt.db, rt.keyring, api_secret, ids)
     if found is None:
         raise Unauthorized("Api-Secret is not valid", code="invalid_api_secret")
-    base, now = rt.settings.public_base_url, utcnow()
+    base, now = rt.settings.base_url, utcnow()
     rendered = [order_wire(order, number, base, now) for order, number in found]
     return 200, dumps({"result": "true", "data": {"orders": rendered}})
 
@@ -153,7 +153,7 @@ async def create(
             if stored is not None:
                 return stored.status, stored.body.encode()
         created = await create_order(link, rt, ctx, request, now)
-        item = order_wire(created.order, created.requisite_number, rt.settings.public_base_url)
+        item = order_wire(created.order, created.requisite_number, rt.settings.base_url)
         out = dumps({"response": "success", "items": [item]})
         if idempotency_key is not None:
             await idempotency.remember(

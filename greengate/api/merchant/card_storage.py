@@ -45,7 +45,7 @@ _CARD_PARAMS = frozenset({"pg_card_id", "pg_card_token", "pg_user_id"})
 
 
 def card_page_url(rt: Runtime, card: SavedCard) -> str:
-    return f"{rt.settings.public_base_url.rstrip('/')}/cards/{card.access_token}"
+    return f"{rt.settings.base_url}/cards/{card.access_token}"
 
 
 def _user_id(params: Params) -> str:

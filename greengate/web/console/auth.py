@@ -43,7 +43,7 @@ def cookie_name(secure: bool) -> str:
 
 
 def is_secure(rt: Runtime) -> bool:
-    return rt.settings.public_base_url.lower().startswith("https://")
+    return rt.settings.base_url.lower().startswith("https://")
 
 
 class ConsoleExit(Exception):
