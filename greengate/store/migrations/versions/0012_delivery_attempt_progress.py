@@ -1,7 +1,7 @@
 """delivery attempts logged before they are sent; outbox indexes for ordered delivery and pruning
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0011
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import greengate.store.types
 
 revision: str = "0012"
-down_revision: str | None = "0007"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

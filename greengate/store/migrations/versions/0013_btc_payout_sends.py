@@ -1,7 +1,7 @@
 """btc payout sends recorded before the node is called
 
 Revision ID: 0013
-Revises: 0007
+Revises: 0012
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import greengate.store.types
 
 revision: str = "0013"
-down_revision: str | None = "0007"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
