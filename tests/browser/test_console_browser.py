@@ -115,12 +115,12 @@ def test_sign_in_and_lockout(page: Any, gateway: Gateway, screenshots: Path) -> 
     for _ in range(5):
         sign_in(page, gateway, email, "wrong password!")
     error = page.inner_text("[data-login-error]")
-    assert "locked until" in error
+    assert "locked from your address until" in error
     shot(page, screenshots, "login-locked")
 
     sign_in(page, gateway, email)
 
-    assert "locked until" in page.inner_text("[data-login-error]")
+    assert "locked from your address until" in page.inner_text("[data-login-error]")
     other = add_admin(gateway, "admin")
     sign_in(page, gateway, other)
     page.goto(f"{gateway.url}/admin/users")
