@@ -26,15 +26,7 @@ async def merchant_cap(session: AsyncSession, merchant_id: int, currency: str) -
 
 async def caps_of(session: AsyncSession, merchant_id: int) -> dict[str, int]:
     """The cap in force per currency, in minor units: the merchant's own where it has one."""
-    own = dict(
-        (
-            await session.execute(
-                select(MerchantAmountCap.currency, MerchantAmountCap.max_amount).where(
-                    MerchantAmountCap.merchant_id == merchant_id
-                )
-            )
-        ).tuples()
-    )
+    own = await own_caps(session, merchant_id)
     return {cur: amount_caps.effective_cap(cur, own.get(cur)) for cur in amount_caps.DEFAULT_CAPS_MAJOR}
 
 
@@ -44,7 +36,7 @@ async def own_caps(session: AsyncSession, merchant_id: int) -> dict[str, int]:
         .where(MerchantAmountCap.merchant_id == merchant_id)
         .order_by(MerchantAmountCap.currency)
     )
-    return dict(rows.tuples())
+    return {currency: int(cap) for currency, cap in rows}
 
 
 async def enforce(

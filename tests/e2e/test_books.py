@@ -15,6 +15,7 @@ from greengate.domain.card_rules import validate_card_form
 from greengate.runtime import Runtime
 from greengate.services import amount_caps, ledger, payment_flow
 from greengate.services.merchants import create_merchant
+from tests.support.console import flash_of, signed_in
 from tests.support.merchant_api import Answer, Shop, set_merchant, signed, table_counts
 
 TEST_CARD = "4405645000006150"  # the sandbox approves it
@@ -135,3 +136,36 @@ async def test_a_merchant_cap_below_the_gateways_is_named_in_the_refusal(
     await _pay_on_hosted_page(app_client, shop, "5000", "at")
     payout = await _reg2nonreg(shop, payout_secret, "5000.01", "PO-over")
     payout.assert_error(420, payout_secret, names="cap of 5000.00 KZT for one payout")
+
+
+async def test_console_sets_a_merchant_cap_and_shows_both_books_labelled(
+    rt: Runtime, app_client: httpx.AsyncClient
+) -> None:
+    shop, _ = await _merchant(rt, app_client)
+    await _pay_on_hosted_page(app_client, shop, "250", "T-1")
+    admin = await signed_in(app_client, rt, "admin")
+
+    done = await admin.post(
+        f"/admin/merchants/{shop.merchant_id}/caps", {"currency": "KZT", "max_amount": "700"}
+    )
+    assert done.status_code == 303
+    page = await admin.flash(f"/admin/merchants/{shop.merchant_id}")
+    assert flash_of(page) == "ok: Cap in KZT set to 700.00 KZT."
+    assert 'data-cap="KZT"><td>KZT</td><td class="num">700.00 KZT</td><td>merchant</td>' in page
+    assert 'data-balance="test:available:KZT"' in page and 'data-book-heading="test"' in page
+    refused = await shop.init(pg_amount="700.01", pg_order_id="over", pg_description="goods")
+    refused.assert_error(420, shop.secret, names="cap of 700.00 KZT")
+
+    too_high = await admin.post(
+        f"/admin/merchants/{shop.merchant_id}/caps", {"currency": "KZT", "max_amount": "1000000000.01"}
+    )
+    assert too_high.status_code == 303
+    assert "cannot exceed the gateway's" in flash_of(
+        await admin.flash(f"/admin/merchants/{shop.merchant_id}")
+    )
+
+    dashboard = (await admin.get("/admin/")).text
+    assert f'data-balance="test:merchant:{shop.merchant_id}:available:KZT"' in dashboard
+    assert 'data-volume="test:KZT"' in dashboard and "not real money" in dashboard
+    ledger_page = (await admin.get("/admin/ledger")).text
+    assert 'data-ledger-check-book="live"' in ledger_page and 'data-ledger-check-book="test"' in ledger_page

@@ -472,3 +472,38 @@ async def test_payments_and_refunds_keep_the_books_consistent(
             expected -= part
     assert await available(rt, m) == expected
     assert await problems(rt) == []
+
+
+async def test_balances_command_labels_the_books_and_shows_live_money_alone_when_asked(
+    rt: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    m = await make_merchant(rt)
+    await pay(rt, m, 5_000)  # a test payment
+    async with rt.db.transaction() as session:
+        await ledger.post(
+            session,
+            L.payment_succeeded(m, 700, "KZT", 0),
+            object_type="payment",
+            object_id="live-1",
+            now=utcnow(),
+        )
+
+    text_out = await greengate(database_url, tmp_path, "ledger", "balances", "--merchant", str(m))
+    live_only = await greengate(
+        database_url, tmp_path, "ledger", "balances", "--merchant", str(m), "--book", "live"
+    )
+    capped = await greengate(
+        database_url, tmp_path, "merchant", "cap", str(m), "--currency", "KZT", "--max", "40"
+    )
+
+    lines = text_out.stdout.splitlines()
+    assert lines[0].split() == ["BOOK", "OWNER", "KIND", "CURRENCY", "BALANCE"]
+    assert lines[1].split() == ["live", f"merchant:{m}", "available", "KZT", "7.00"]
+    assert lines[2].split() == ["TEST", f"merchant:{m}", "available", "KZT", "50.00"]
+    assert lines[3].startswith("TEST: ") and "not real" in lines[3]
+    assert [line.split()[0] for line in live_only.stdout.splitlines()] == ["BOOK", "live"]
+    assert capped.stdout.strip() == f"merchant {m} cap in KZT: 40.00 (its own)", capped.stderr
+    refused = await greengate(
+        database_url, tmp_path, "merchant", "cap", str(m), "--currency", "KZT", "--max", "2e3"
+    )
+    assert refused.returncode == 1
