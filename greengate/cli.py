@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -669,9 +670,9 @@ def payment_action(
             payment = await test_action(
                 session, payment_id, action, now=utcnow(), actor="operator:cli", code=code
             )
-            return payment.status
+            return ("test " if payment.testing else "") + f"payment {payment_id}: {payment.status}"
 
-    typer.echo(f"payment {payment_id}: {_run(work)}")
+    typer.echo(_run(work))
 
 
 # --- payouts ---------------------------------------------------------------------------------
@@ -698,9 +699,9 @@ def payout_action(
             payout = await test_action(
                 session, payout_id, action, now=utcnow(), actor="operator:cli", code=code, rt=rt
             )
-            return payout.status
+            return ("test " if payout.testing else "") + f"payout {payout_id}: {payout.status}"
 
-    typer.echo(f"payout {payout_id}: {_run(work)}")
+    typer.echo(_run(work))
 
 
 # --- admins and rates ------------------------------------------------------------------------
@@ -781,36 +782,99 @@ def merchant_fee(
     )
 
 
+@merchant_app.command("cap")
+def merchant_cap(
+    merchant_id: int,
+    currency: str = typer.Option(..., "--currency", help="Currency the cap applies to"),
+    max_amount: str | None = typer.Option(
+        None, "--max", help="Largest payment, refund, capture or payout, in major units, e.g. 50000"
+    ),
+    clear: bool = typer.Option(False, "--clear", help="Remove the merchant's cap: the gateway's applies"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Set a merchant's own cap on one payment, refund, capture or payout (below the gateway's)."""
+    from greengate.domain.amount_caps import default_cap, parse_cap
+    from greengate.services.amount_caps import caps_of, set_cap
+
+    if clear == (max_amount is not None):
+        typer.echo("give either --max AMOUNT or --clear", err=True)
+        raise typer.Exit(2)
+    cur = currency.upper()
+
+    async def work(rt: Runtime) -> dict[str, Any]:
+        async with rt.db.transaction() as session:
+            cap = None if max_amount is None else parse_cap(max_amount, cur)
+            await set_cap(session, merchant_id, cur, cap, utcnow(), actor="operator:cli")
+            in_force = (await caps_of(session, merchant_id))[cur]
+            return {
+                "merchant_id": merchant_id,
+                "currency": cur,
+                "cap": format_minor(in_force, cur),
+                "gateway_cap": format_minor(default_cap(cur), cur),
+                "own": cap is not None,
+            }
+
+    data = _run(work)
+    whose = "its own" if data["own"] else "the gateway's"
+    _echo(data, as_json, f"merchant {merchant_id} cap in {cur}: {data['cap']} ({whose})")
+
+
 @ledger_app.command("check")
 def ledger_check() -> None:
-    """Recompute every balance from the entries; print OK, or the problems and exit 1."""
-    from greengate.services.ledger import check
+    """Recompute each book (live, test) from its entries; print OK per book, or the problems and exit 1."""
+    from greengate.services.ledger import check_books
 
-    async def work(rt: Runtime) -> list[str]:
+    async def work(rt: Runtime) -> dict[str, list[str]]:
         async with rt.db.transaction() as session:
-            return await check(session)
+            return await check_books(session)
 
-    problems = _run(work)
-    if problems:
-        for line in problems:
-            typer.echo(line)
+    try:
+        found = _run(work)
+    except Exception as exc:  # the check reports; it never ends in a traceback
+        typer.echo(f"ledger check could not run: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        raise typer.Exit(1) from None
+    failed = False
+    for book, lines in found.items():
+        label = "both books" if book == "both" else f"{book} book"
+        if not lines:
+            typer.echo(f"{label}: OK")
+            continue
+        failed = True
+        typer.echo(f"{label}: {len(lines)} problem{'s' if len(lines) != 1 else ''}")
+        for line in lines:
+            typer.echo(f"  {line}")
+    if failed:
         raise typer.Exit(1)
-    typer.echo("OK")
+
+
+class BookChoice(StrEnum):
+    LIVE = "live"
+    TEST = "test"
+    ALL = "all"
 
 
 @ledger_app.command("balances")
 def ledger_balances(
     merchant: int | None = typer.Option(None, "--merchant", help="Only this merchant's accounts"),
+    book: BookChoice = typer.Option(
+        BookChoice.ALL, "--book", help="live (real money), test (test payments' money) or all"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Account balances on each account's normal side, in major units."""
+    """Account balances on each account's normal side, in major units, labelled with their book.
+
+    Only the live book holds money that can be paid out; the test book's is not real money."""
+    from greengate.domain.ledger import Book
     from greengate.services.ledger import balances
 
     async def work(rt: Runtime) -> list[dict[str, Any]]:
         async with rt.db.transaction() as session:
-            rows = await balances(session, merchant)
+            rows = await balances(
+                session, merchant, book=None if book is BookChoice.ALL else Book(book.value)
+            )
         return [
             {
+                "book": b.book,
                 "owner": b.owner,
                 "kind": b.kind,
                 "currency": b.currency,
@@ -820,14 +884,19 @@ def ledger_balances(
         ]
 
     data = _run(work)
-    header = {"owner": "OWNER", "kind": "KIND", "currency": "CURRENCY", "balance": "BALANCE"}
-    widths = {k: max(len(str(r[k])) for r in [header, *data]) for k in header}
+    header = {"book": "BOOK", "owner": "OWNER", "kind": "KIND", "currency": "CURRENCY", "balance": "BALANCE"}
+    shown = [{**r, "book": "TEST" if r["book"] == "test" else r["book"]} for r in data]
+    widths = {k: max(len(str(r[k])) for r in [header, *shown]) for k in header}
     lines = [
         "  ".join(
             str(r[k]).rjust(widths[k]) if k == "balance" else str(r[k]).ljust(widths[k]) for k in header
         ).rstrip()
-        for r in [header, *data]
+        for r in [header, *shown]
     ]
+    if any(r["book"] == "test" for r in data):
+        lines.append(
+            "TEST: the test book's money came from test payments; it is not real and is never paid out."
+        )
     _echo(data, as_json, "\n".join(lines))
 
 

@@ -22,6 +22,11 @@ account kind has a normal side, and its balance is reported on that side:
 
 "Moving X from A to B" debits A and credits B. Merchant accounts never go negative; the service
 enforces that under the accounts' row locks.
+
+Books. Every account, the merchants' and the gateway's, belongs to one of two books: `test` (money
+moved by test payments, which cost nobody anything) or `live`. A transaction posts within one book:
+its legs all name accounts of the same book, so test money can never fund a live payout, and
+switching a merchant between modes moves nothing between the books.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ from greengate.domain.money import exponent
 
 GATEWAY = "gateway"
 BTC = "BTC"
+
+
+class Book(StrEnum):
+    LIVE = "live"
+    TEST = "test"
+
+
+def book_of(testing: bool) -> Book:
+    return Book.TEST if testing else Book.LIVE
 
 
 class Kind(StrEnum):
@@ -70,6 +84,18 @@ class InsufficientBalance(BusinessRuleViolation):
     code = "insufficient_balance"
 
 
+class AmountTooLarge(InvalidRequest):
+    """More than one ledger entry (or one step of an account's stored sums) can hold."""
+
+    code = "amount_too_large"
+
+
+# The largest amount one leg may carry: account sums are stored as hi * 2**62 + lo with
+# 0 <= lo < 2**62, and adding a leg below 2**62 to lo stays below 2**63 on both databases.
+SUM_BASE = 2**62
+MAX_LEG = SUM_BASE - 1
+
+
 class LedgerConflict(Conflict):
     """The same business movement was posted before with different legs."""
 
@@ -98,8 +124,11 @@ class AccountKey:
     owner: str  # "gateway" | "merchant:<id>"
     kind: str
     currency: str
+    book: str = Book.LIVE.value
 
     def __post_init__(self) -> None:
+        if self.book not in (Book.TEST.value, Book.LIVE.value):
+            raise InvalidPosting(f"unknown book {self.book!r}")
         if self.owner == GATEWAY:
             allowed: frozenset[Kind] = GATEWAY_KINDS
         elif _MERCHANT_OWNER.match(self.owner):
@@ -120,15 +149,15 @@ class AccountKey:
         return owner_merchant_id(self.owner)
 
     def __str__(self) -> str:
-        return f"{self.owner}/{self.kind}/{self.currency}"
+        return f"{self.book}:{self.owner}/{self.kind}/{self.currency}"
 
 
-def merchant_account(merchant_id: int, kind: Kind, currency: str) -> AccountKey:
-    return AccountKey(merchant_owner(merchant_id), kind.value, currency)
+def merchant_account(merchant_id: int, kind: Kind, currency: str, book: Book = Book.LIVE) -> AccountKey:
+    return AccountKey(merchant_owner(merchant_id), kind.value, currency, book.value)
 
 
-def gateway_account(kind: Kind, currency: str) -> AccountKey:
-    return AccountKey(GATEWAY, kind.value, currency)
+def gateway_account(kind: Kind, currency: str, book: Book = Book.LIVE) -> AccountKey:
+    return AccountKey(GATEWAY, kind.value, currency, book.value)
 
 
 @dataclass(frozen=True)
@@ -176,9 +205,14 @@ def build_transaction(
     if len(postings) < 2:
         raise InvalidPosting("a transaction needs at least two legs")
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    books = {p.account.book for p in postings if isinstance(p.account, AccountKey)}
+    if len(books) > 1:
+        raise InvalidPosting(f"{reason} mixes the test and live books")
     for p in postings:
         if not isinstance(p.account, AccountKey):
             raise InvalidPosting("a leg must name an AccountKey")
+        if p.debit > MAX_LEG or p.credit > MAX_LEG:
+            raise AmountTooLarge(f"a leg on {p.account} is larger than the ledger stores in one entry")
         if not (_is_int(p.debit) and _is_int(p.credit)):
             raise InvalidPosting("amounts are integer minor units")
         if p.debit < 0 or p.credit < 0:
@@ -209,46 +243,50 @@ def _require(amount: int, name: str, *, positive: bool = True) -> None:
         raise InvalidPosting(f"{name} must be a {'positive' if positive else 'non-negative'} integer")
 
 
-def _fee_legs(merchant_id: int, fee: int, currency: str) -> list[Posting]:
+def _fee_legs(merchant_id: int, fee: int, currency: str, book: Book) -> list[Posting]:
     if fee == 0:
         return []
-    fees = merchant_account(merchant_id, Kind.FEES, currency)
+    fees = merchant_account(merchant_id, Kind.FEES, currency, book)
     # Through the merchant's own fees account, so its credit turnover shows what it was charged.
-    return [Posting(fees, credit=fee), *_move(fees, gateway_account(Kind.FEE_INCOME, currency), fee)]
+    return [Posting(fees, credit=fee), *_move(fees, gateway_account(Kind.FEE_INCOME, currency, book), fee)]
 
 
 # --- recipes ---------------------------------------------------------------------------------
 
 
-def payment_succeeded(merchant_id: int, amount: int, currency: str, fee: int) -> LedgerTransactionDraft:
+def payment_succeeded(
+    merchant_id: int, amount: int, currency: str, fee: int, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     """A one-step payment: the acquirer owes the gross amount; the merchant gets it less the fee."""
     _require(amount, "amount")
     _require(fee, "fee", positive=False)
     if fee > amount:
         raise InvalidPosting("the fee cannot exceed the amount")
-    clearing = gateway_account(Kind.ACQUIRER_CLEARING, currency)
-    available = merchant_account(merchant_id, Kind.AVAILABLE, currency)
+    clearing = gateway_account(Kind.ACQUIRER_CLEARING, currency, book)
+    available = merchant_account(merchant_id, Kind.AVAILABLE, currency, book)
     legs = [Posting(clearing, debit=amount)]
     if amount - fee:
         legs.append(Posting(available, credit=amount - fee))
-    return build_transaction("payment.succeeded", legs + _fee_legs(merchant_id, fee, currency))
+    return build_transaction("payment.succeeded", legs + _fee_legs(merchant_id, fee, currency, book))
 
 
-def payment_authorized(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
+def payment_authorized(
+    merchant_id: int, amount: int, currency: str, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     """A two-step payment's authorisation: the gross amount waits in the merchant's pending account."""
     _require(amount, "amount")
     return build_transaction(
         "payment.authorized",
         _move(
-            gateway_account(Kind.ACQUIRER_CLEARING, currency),
-            merchant_account(merchant_id, Kind.PENDING, currency),
+            gateway_account(Kind.ACQUIRER_CLEARING, currency, book),
+            merchant_account(merchant_id, Kind.PENDING, currency, book),
             amount,
         ),
     )
 
 
 def payment_captured(
-    merchant_id: int, authorized: int, captured: int, currency: str, fee: int
+    merchant_id: int, authorized: int, captured: int, currency: str, fee: int, *, book: Book = Book.LIVE
 ) -> LedgerTransactionDraft:
     """Capture (full or partial) of an authorisation: the captured amount less the fee becomes
     available, the fee goes to the gateway, and what was not captured goes back to the acquirer."""
@@ -259,29 +297,37 @@ def payment_captured(
         raise InvalidPosting("cannot capture more than was authorised")
     if fee > captured:
         raise InvalidPosting("the fee cannot exceed the captured amount")
-    pending = merchant_account(merchant_id, Kind.PENDING, currency)
+    pending = merchant_account(merchant_id, Kind.PENDING, currency, book)
     legs = [Posting(pending, debit=authorized)]
     if captured - fee:
-        legs.append(Posting(merchant_account(merchant_id, Kind.AVAILABLE, currency), credit=captured - fee))
+        legs.append(
+            Posting(merchant_account(merchant_id, Kind.AVAILABLE, currency, book), credit=captured - fee)
+        )
     if authorized - captured:
-        legs.append(Posting(gateway_account(Kind.ACQUIRER_CLEARING, currency), credit=authorized - captured))
-    return build_transaction("payment.captured", legs + _fee_legs(merchant_id, fee, currency))
+        legs.append(
+            Posting(gateway_account(Kind.ACQUIRER_CLEARING, currency, book), credit=authorized - captured)
+        )
+    return build_transaction("payment.captured", legs + _fee_legs(merchant_id, fee, currency, book))
 
 
-def payment_voided(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
+def payment_voided(
+    merchant_id: int, amount: int, currency: str, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     """An authorisation (or part of it) released before capture."""
     _require(amount, "amount")
     return build_transaction(
         "payment.voided",
         _move(
-            merchant_account(merchant_id, Kind.PENDING, currency),
-            gateway_account(Kind.ACQUIRER_CLEARING, currency),
+            merchant_account(merchant_id, Kind.PENDING, currency, book),
+            gateway_account(Kind.ACQUIRER_CLEARING, currency, book),
             amount,
         ),
     )
 
 
-def payment_refunded(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
+def payment_refunded(
+    merchant_id: int, amount: int, currency: str, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     """A refund (full or partial) of a settled payment, from the merchant's available balance.
 
     The fee charged on the payment is not returned."""
@@ -289,15 +335,15 @@ def payment_refunded(merchant_id: int, amount: int, currency: str) -> LedgerTran
     return build_transaction(
         "payment.refunded",
         _move(
-            merchant_account(merchant_id, Kind.AVAILABLE, currency),
-            gateway_account(Kind.ACQUIRER_CLEARING, currency),
+            merchant_account(merchant_id, Kind.AVAILABLE, currency, book),
+            gateway_account(Kind.ACQUIRER_CLEARING, currency, book),
             amount,
         ),
     )
 
 
 def payment_reversed(
-    merchant_id: int, settled: int, currency: str, fee: int, refunded: int = 0
+    merchant_id: int, settled: int, currency: str, fee: int, refunded: int = 0, *, book: Book = Book.LIVE
 ) -> LedgerTransactionDraft:
     """A settled payment undone as a whole (a result the merchant rejected, a chargeback): the exact
     reverse of `payment_succeeded` (or of the capture's credit) — the fee comes back from the gateway's
@@ -314,50 +360,59 @@ def payment_reversed(
     if refunded >= settled:
         raise InvalidPosting("nothing is left to reverse")
     rest = settled - refunded
-    available = merchant_account(merchant_id, Kind.AVAILABLE, currency)
-    legs = [Posting(gateway_account(Kind.ACQUIRER_CLEARING, currency), credit=rest)]
+    available = merchant_account(merchant_id, Kind.AVAILABLE, currency, book)
+    legs = [Posting(gateway_account(Kind.ACQUIRER_CLEARING, currency, book), credit=rest)]
     if rest > fee:
         legs.append(Posting(available, debit=rest - fee))
     elif fee > rest:  # earlier refunds took more than the net: the fee returned covers the difference
         legs.append(Posting(available, credit=fee - rest))
     if fee:
-        fees = merchant_account(merchant_id, Kind.FEES, currency)
-        legs += [Posting(fees, debit=fee), *_move(gateway_account(Kind.FEE_INCOME, currency), fees, fee)]
+        fees = merchant_account(merchant_id, Kind.FEES, currency, book)
+        legs += [
+            Posting(fees, debit=fee),
+            *_move(gateway_account(Kind.FEE_INCOME, currency, book), fees, fee),
+        ]
     return build_transaction("payment.reversed", legs)
 
 
-def payout_reserved(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
+def payout_reserved(
+    merchant_id: int, amount: int, currency: str, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     _require(amount, "amount")
     return build_transaction(
         "payout.reserved",
         _move(
-            merchant_account(merchant_id, Kind.AVAILABLE, currency),
-            merchant_account(merchant_id, Kind.RESERVED, currency),
+            merchant_account(merchant_id, Kind.AVAILABLE, currency, book),
+            merchant_account(merchant_id, Kind.RESERVED, currency, book),
             amount,
         ),
     )
 
 
-def payout_completed(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
+def payout_completed(
+    merchant_id: int, amount: int, currency: str, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     _require(amount, "amount")
     return build_transaction(
         "payout.completed",
         _move(
-            merchant_account(merchant_id, Kind.RESERVED, currency),
-            gateway_account(Kind.PAYOUT_CLEARING, currency),
+            merchant_account(merchant_id, Kind.RESERVED, currency, book),
+            gateway_account(Kind.PAYOUT_CLEARING, currency, book),
             amount,
         ),
     )
 
 
-def payout_released(merchant_id: int, amount: int, currency: str) -> LedgerTransactionDraft:
+def payout_released(
+    merchant_id: int, amount: int, currency: str, *, book: Book = Book.LIVE
+) -> LedgerTransactionDraft:
     """A failed or canceled payout: the reserved money is available again."""
     _require(amount, "amount")
     return build_transaction(
         "payout.released",
         _move(
-            merchant_account(merchant_id, Kind.RESERVED, currency),
-            merchant_account(merchant_id, Kind.AVAILABLE, currency),
+            merchant_account(merchant_id, Kind.RESERVED, currency, book),
+            merchant_account(merchant_id, Kind.AVAILABLE, currency, book),
             amount,
         ),
     )

@@ -18,7 +18,7 @@ from greengate.domain import ledger as ledger_domain
 from greengate.domain.errors import BusinessRuleViolation, StateForbids
 from greengate.domain.money import format_minor
 from greengate.domain.payments import PaymentStatus
-from greengate.services import fees, ledger, outbox
+from greengate.services import amount_caps, fees, ledger, outbox
 from greengate.services.payments import lock_payment
 from greengate.store.db import update_versioned
 from greengate.store.models import Payment, PaymentCapture, PaymentEvent
@@ -53,12 +53,22 @@ async def capture_payment(
             f"{authorised} {payment.currency} authorised",
             field="pg_amount",
         )
+    await amount_caps.enforce(
+        session, payment.merchant_id, payment.currency, amount, operation="capture", field="pg_amount"
+    )
     system = await fees.payment_system_of(session, payment)
     fee = await fees.fee_for(session, payment.merchant_id, system, amount, payment.currency)
     values = {"captured": True, "fee_amount": fee, "version": payment.version + 1, "updated_at": now}
     if not await update_versioned(session, payment, values):
         raise BusinessRuleViolation(f"payment {payment.id} changed concurrently", code="transaction_locked")
-    draft = ledger_domain.payment_captured(payment.merchant_id, payment.amount, amount, payment.currency, fee)
+    draft = ledger_domain.payment_captured(
+        payment.merchant_id,
+        payment.amount,
+        amount,
+        payment.currency,
+        fee,
+        book=ledger_domain.book_of(payment.testing),
+    )
     await ledger.post(session, draft, object_type="payment", object_id=str(payment.id), now=now)
     capture = PaymentCapture(
         payment_id=payment.id,

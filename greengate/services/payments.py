@@ -15,7 +15,7 @@ from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, Trans
 from greengate.domain.ids import id_number
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
 from greengate.runtime import Runtime
-from greengate.services import ledger, outbox
+from greengate.services import amount_caps, ledger, outbox
 from greengate.store.db import update_versioned
 from greengate.store.models import (
     Merchant,
@@ -46,6 +46,9 @@ def is_testing(merchant: Merchant, requested: bool) -> bool:
 async def init_payment(
     session: AsyncSession, rt: Runtime, merchant: Merchant, req: NewPayment, now: datetime
 ) -> Payment:
+    await amount_caps.enforce(
+        session, merchant.id, req.currency, req.amount, operation="payment", field="pg_amount"
+    )
     if req.order_id is not None:
         existing = await session.scalar(
             select(Payment).where(

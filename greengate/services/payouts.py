@@ -46,7 +46,7 @@ from greengate.domain.payouts import (
 )
 from greengate.domain.secret import Secret
 from greengate.runtime import Runtime
-from greengate.services import ledger, outbox, saved_cards
+from greengate.services import amount_caps, ledger, outbox, saved_cards
 from greengate.store.db import update_versioned
 from greengate.store.models import Merchant, Payout, PayoutEvent
 
@@ -184,10 +184,16 @@ async def create_payout(
     existing = await find_by_order(session, merchant.id, req.order_id)
     if existing is not None:
         return Created(existing, False)
+    await amount_caps.enforce(
+        session, merchant.id, req.currency, req.amount, operation="payout", field="pg_amount"
+    )
+    testing = is_testing(merchant, req.testing)
+    book = ledger_domain.book_of(testing)
     shortfall = False
     try:
-        # Row lock on the merchant's available account: payouts of one merchant queue up here.
-        await ledger.ensure_available(session, merchant.id, req.currency, req.amount)
+        # Row lock on the merchant's available account in the payout's book: payouts of one
+        # merchant queue up here. A live payout draws on live money only, a test one on test money.
+        await ledger.ensure_available(session, merchant.id, req.currency, req.amount, book)
     except InsufficientBalance:
         shortfall = True
     existing = await find_by_order(session, merchant.id, req.order_id)  # committed while we waited
@@ -199,10 +205,12 @@ async def create_payout(
             ledger_domain.merchant_owner(merchant.id),
             ledger_domain.Kind.AVAILABLE.value,
             req.currency,
+            book,
         )
         raise PayoutInsufficientBalance(
-            f"insufficient balance: {format_minor(have, req.currency)} {req.currency} available, "
-            f"{format_minor(req.amount, req.currency)} {req.currency} needed",
+            f"insufficient {book.value} balance: {format_minor(have, req.currency)} {req.currency} "
+            f"available in the {book.value} book, {format_minor(req.amount, req.currency)} "
+            f"{req.currency} needed for a {book.value} payout",
             field="pg_amount",
         )
     payout = Payout(
@@ -215,7 +223,7 @@ async def create_payout(
         amount=req.amount,
         currency=req.currency,
         description=req.description,
-        testing=is_testing(merchant, req.testing),
+        testing=testing,
         language=req.language,
         request_method=merchant.request_method or "POST",
         post_link=req.post_link,
@@ -242,7 +250,7 @@ async def create_payout(
         return Created(existing, False)
     await ledger.post(
         session,
-        ledger_domain.payout_reserved(merchant.id, req.amount, req.currency),
+        ledger_domain.payout_reserved(merchant.id, req.amount, req.currency, book=book),
         object_type="payout",
         object_id=str(payout.id),
         now=now,
@@ -295,7 +303,9 @@ async def transition(
             if effect is LedgerEffect.COMPLETED
             else ledger_domain.payout_released
         )
-        draft = recipe(payout.merchant_id, payout.amount, payout.currency)
+        draft = recipe(
+            payout.merchant_id, payout.amount, payout.currency, book=ledger_domain.book_of(payout.testing)
+        )
         await ledger.post(session, draft, object_type="payout", object_id=str(payout.id), now=now)
     session.add(
         PayoutEvent(

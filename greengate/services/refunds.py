@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from greengate.domain.errors import StateForbids
 from greengate.domain.money import format_minor
 from greengate.domain.payments import PaymentStatus
-from greengate.services import outbox
+from greengate.services import amount_caps, outbox
 from greengate.services.payments import transition
 from greengate.store.models import Payment, PaymentCapture, Refund
 
@@ -68,6 +68,15 @@ async def refund_payment(
         raise StateForbids("the payment is refunded in full: nothing is left to refund")
     if amount is None:
         amount = left
+    if not reversal:
+        await amount_caps.enforce(
+            session,
+            payment.merchant_id,
+            payment.currency,
+            amount,
+            operation="refund",
+            field="pg_refund_amount",
+        )
     if amount > left:
         raise StateForbids(
             f"pg_refund_amount {format_minor(amount, payment.currency)} is more than the "

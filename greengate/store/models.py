@@ -457,17 +457,23 @@ class PaymentEvent(Base):
 
 
 class LedgerAccount(Base):
-    """One currency's account of one owner; the debit/credit sums are a cache of its entries."""
+    """One currency's account of one owner in one book; the debit/credit sums are a cache of its entries.
+
+    Each sum is stored in two BIGINT columns, `<sum>_hi * 2**62 + <sum>`, with the low part kept
+    below 2**62: adding one entry (below 2**62) never leaves a 64-bit integer on either database."""
 
     __tablename__ = "ledger_accounts"
-    __table_args__ = (UniqueConstraint("owner", "kind", "currency"),)
+    __table_args__ = (UniqueConstraint("owner", "kind", "currency", "book", name="uq_ledger_accounts_key"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     owner: Mapped[str] = mapped_column(String(40))  # "gateway" | "merchant:<id>"
     kind: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(8))
+    book: Mapped[str] = mapped_column(String(8), default="live")  # "test" | "live"
     debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_posted_hi: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_posted_hi: Mapped[int] = mapped_column(BigInteger, default=0)
     # Two-phase (pending) transfers; authorisations currently use the merchant's pending account.
     debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
     credits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -522,6 +528,20 @@ class MerchantFee(Base):
     currency: Mapped[str] = mapped_column(String(8))
     percent: Mapped[str] = mapped_column(String(16), default="0")
     fixed: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MerchantAmountCap(Base):
+    """A merchant's own cap, below the gateway's, on one payment, refund, capture or payout."""
+
+    __tablename__ = "merchant_amount_caps"
+    __table_args__ = (UniqueConstraint("merchant_id", "currency"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
+    currency: Mapped[str] = mapped_column(String(8))
+    max_amount: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

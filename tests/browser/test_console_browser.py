@@ -357,7 +357,9 @@ def test_ledger_and_dashboard_pages(page: Any, gateway: Gateway, screenshots: Pa
 
     page.goto(f"{gateway.url}/admin/ledger")
 
-    assert page.locator("[data-ledger-check=ok]").is_visible()
+    assert page.locator("[data-ledger-check-book=live][data-ledger-check=ok]").is_visible()
+    assert page.locator("[data-ledger-check-book=test][data-ledger-check=ok]").is_visible()
+    assert page.locator("[data-book-heading=test]").inner_text().startswith("Test book")
     shot(page, screenshots, "ledger")
     page.goto(f"{gateway.url}/admin/")
     assert page.locator("[data-dashboard=payments]").is_visible()
@@ -376,7 +378,7 @@ def test_links_and_forms_swap_the_page_in_place_within_the_csp(page: Any, gatewa
 
     click(page, "[data-nav=ledger]")
     assert page.url.endswith("/admin/ledger")
-    assert page.locator("[data-ledger-check=ok]").is_visible()
+    assert page.locator("[data-ledger-check-book=live][data-ledger-check=ok]").is_visible()
     click(page, "[data-nav=payments]")
     click(page, ".filters button[type=submit]")
 

@@ -36,7 +36,7 @@ async def _payout_merchant(gateway: Gateway) -> tuple[int, str]:
             )
             await ledger.post(
                 session,
-                ledger_domain.payment_succeeded(merchant.id, FUNDS, "KZT", 0),
+                ledger_domain.payment_succeeded(merchant.id, FUNDS, "KZT", 0, book=ledger_domain.Book.TEST),
                 object_type="test_funding",
                 object_id=str(merchant.id),
                 now=utcnow(),

@@ -33,7 +33,7 @@ async def make_payout(rt: Runtime, app_client: httpx.AsyncClient, order_id: str 
         )
         await ledger.post(
             session,
-            ledger_domain.payment_succeeded(merchant.id, 1_000_000, "KZT", 0),
+            ledger_domain.payment_succeeded(merchant.id, 1_000_000, "KZT", 0, book=ledger_domain.Book.TEST),
             object_type="test_funding",
             object_id=f"{merchant.id}:{next(_funding)}",
             now=utcnow(),

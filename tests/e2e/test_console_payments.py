@@ -293,7 +293,10 @@ async def test_ledger_page_shows_balances_transactions_and_the_check(
     assert 'data-ledger-check="ok"' in page.text
     assert f"merchant:{shop.merchant_id}" in page.text and "1500.50 KZT" in page.text
     assert "data-ledger-tx=" in page.text and f"payment {payment_id}" in page.text
-    assert "gateway" not in merchant_only.text.split("<h2>Transactions")[0].split("<h2>Balances")[1]
+    assert f'data-balance="test:merchant:{shop.merchant_id}:available:KZT"' in page.text  # a test payment
+    assert f'data-balance="live:merchant:{shop.merchant_id}' not in page.text
+    balances = merchant_only.text.split("<h2>Transactions")[0].split('data-book-heading="live"')[1]
+    assert "gateway" not in balances
 
 
 async def test_dashboard_counts_todays_payments_and_callbacks(
@@ -305,7 +308,7 @@ async def test_dashboard_counts_todays_payments_and_callbacks(
 
     page = await operator.get("/admin/")
 
-    assert "1500.50 KZT" in page.text and "1 successful payment(s)" in page.text
+    assert "1500.50 KZT" in page.text and "1 successful test payment(s), not real money" in page.text
     assert ">ok</span> 1<" in page.text and ">new</span> 1<" in page.text
     assert "data-backlog>1<" in page.text
 

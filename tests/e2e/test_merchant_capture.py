@@ -70,7 +70,7 @@ async def capture(shop: Shop, payment_id: int, **fields: str) -> Answer:
 
 async def balance(rt: Runtime, shop: Shop, kind: str) -> int:
     async with rt.db.transaction() as session:
-        return await ledger.balance(session, L.merchant_owner(shop.merchant_id), kind, "KZT")
+        return await ledger.balance(session, L.merchant_owner(shop.merchant_id), kind, "KZT", L.Book.TEST)
 
 
 async def ledger_problems(rt: Runtime) -> list[str]:

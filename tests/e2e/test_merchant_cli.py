@@ -57,10 +57,10 @@ async def test_payment_action_commands(rt: Runtime, shop: Shop, database_url: st
         ok(database_url, tmp_path, "payment", "action", str(expire), "expire"),
     )
     assert [line.strip() for line in outputs] == [
-        f"payment {approve}: ok",
-        f"payment {decline}: failed",
-        f"payment {three_ds}: new",
-        f"payment {expire}: expired",
+        f"test payment {approve}: ok",
+        f"test payment {decline}: failed",
+        f"test payment {three_ds}: new",
+        f"test payment {expire}: expired",
     ]
     approved = await shop.status(approve)
     assert (approved["pg_transaction_status"], approved["pg_can_reject"]) == ("ok", "1")

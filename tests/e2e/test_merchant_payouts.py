@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from greengate.clock import utcnow
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.card_rules import validate_card_form
+from greengate.domain.ledger import Book
 from greengate.runtime import Runtime
 from greengate.services import ledger, payouts, saved_cards
 from greengate.services.merchants import create_merchant
@@ -120,26 +121,31 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-async def fund(rt: Runtime, merchant_id: int, amount: int, currency: str = "KZT") -> None:
-    """Credit the merchant's available balance as a settled payment would (the ledger's own recipe)."""
+async def fund(
+    rt: Runtime, merchant_id: int, amount: int, currency: str = "KZT", book: Book = Book.TEST
+) -> None:
+    """Credit the merchant's available balance in `book` as a settled payment would (the ledger's
+    own recipe); test-mode merchants pay out of the test book."""
     async with rt.db.transaction() as session:
         await ledger.post(
             session,
-            ledger_domain.payment_succeeded(merchant_id, amount, currency, 0),
+            ledger_domain.payment_succeeded(merchant_id, amount, currency, 0, book=book),
             object_type="test_funding",
             object_id=f"{merchant_id}:{next(_funding)}",
             now=utcnow(),
         )
 
 
-async def balances(rt: Runtime, merchant_id: int, currency: str = "KZT") -> tuple[int, int, int]:
-    """(available, reserved, the gateway's payout clearing)."""
+async def balances(
+    rt: Runtime, merchant_id: int, currency: str = "KZT", book: Book = Book.TEST
+) -> tuple[int, int, int]:
+    """(available, reserved, the gateway's payout clearing) in `book`."""
     owner = ledger_domain.merchant_owner(merchant_id)
     async with rt.db.transaction() as session:
         return (
-            await ledger.balance(session, owner, "available", currency),
-            await ledger.balance(session, owner, "reserved", currency),
-            await ledger.balance(session, "gateway", "payout_clearing", currency),
+            await ledger.balance(session, owner, "available", currency, book),
+            await ledger.balance(session, owner, "reserved", currency, book),
+            await ledger.balance(session, "gateway", "payout_clearing", currency, book),
         )
 
 
@@ -414,7 +420,7 @@ async def test_time_limit_expires_the_payout_and_releases_the_money(
         ({"pg_order_time_limit": "tomorrow"}, 200, "pg_order_time_limit"),
         ({"pg_testing_mode": "yes"}, 200, "pg_testing_mode"),
         ({"pg_language": "de"}, 200, "pg_language"),
-        ({"pg_amount": "10000.01"}, 600, "insufficient balance"),
+        ({"pg_amount": "10000.01"}, 600, "insufficient test balance"),
     ],
 )
 async def test_bad_reg2nonreg_request_is_refused_and_writes_nothing(
@@ -655,7 +661,7 @@ async def test_cli_payout_action_approves_declines_and_resolves(
 
     done = await cli("payout", "action", first["pg_payment_id"], "approve")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"payout {first['pg_payment_id']}: ok"
+    assert done.stdout.strip() == f"test payout {first['pg_payment_id']}: ok"
     declined = await cli("payout", "action", second["pg_payment_id"], "decline", "--code", "10000")
     assert declined.returncode == 0 and declined.stdout.strip().endswith(": failed"), declined.stderr
     refused = await cli("payout", "action", second["pg_payment_id"], "approve")
@@ -664,7 +670,7 @@ async def test_cli_payout_action_approves_declines_and_resolves(
     assert wrong.returncode == 1
     resolved = await cli("payout", "action", third["pg_payment_id"], "resolve")
     assert resolved.returncode == 0, resolved.stderr
-    assert resolved.stdout.strip() == f"payout {third['pg_payment_id']}: failed"
+    assert resolved.stdout.strip() == f"test payout {third['pg_payment_id']}: failed"
     assert (await shop.status(pg_order_id="CLI-1"))["pg_transaction_status"] == "ok"
     assert (await shop.status(pg_order_id="CLI-2"))["pg_failure_code"] == "10000"
     assert (await shop.status(pg_order_id="CLI-3"))["pg_failure_code"] == "10001"
@@ -740,7 +746,8 @@ async def test_live_payout_waits_for_the_operator(rt: Runtime, app_client: httpx
     async with rt.db.transaction() as session:
         merchant, creds = await create_merchant(session, rt.keyring, name="Live", mode="live", now=utcnow())
     live = PayoutShop(app_client, merchant.id, creds.payout_secret, creds.secret_key)
-    await fund(rt, merchant.id, FUNDS)
+    await fund(rt, merchant.id, FUNDS, book=Book.LIVE)
+    await fund(rt, merchant.id, FUNDS)  # test money, for its test payouts
     test_card = (await live.reg2nonreg(pg_order_id="L-1")).assert_ok(live.payout_secret)
     await enter_card(app_client, test_card, SUCCESS)
     assert (await live.status(pg_order_id="L-1"))["pg_failure_code"] == "10005"  # no test cards in live mode
@@ -761,7 +768,8 @@ async def test_live_payout_waits_for_the_operator(rt: Runtime, app_client: httpx
             session, int(answer["pg_payment_id"]), "approve", now=utcnow(), actor="operator:test"
         )
         assert payout.status == "ok"
-    assert await balances(rt, merchant.id) == (FUNDS - 150_000, 0, 150_000)
+    assert await balances(rt, merchant.id, book=Book.LIVE) == (FUNDS - 150_000, 0, 150_000)
+    assert await balances(rt, merchant.id) == (FUNDS, 0, 0)
     sandbox = (await live.reg2nonreg(pg_order_id="L-3", pg_testing_mode="1")).assert_ok(live.payout_secret)
     await enter_card(app_client, sandbox, SUCCESS)
     assert (await live.status(pg_order_id="L-3"))["pg_transaction_status"] == "ok"

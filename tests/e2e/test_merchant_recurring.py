@@ -160,7 +160,9 @@ async def test_a_recurring_charge_is_paid_by_the_stored_card_without_the_payer(
         attempts = list(
             await session.scalars(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment_id))
         )
-        have = await ledger.balance(session, L.merchant_owner(shop.merchant_id), "available", "KZT")
+        have = await ledger.balance(
+            session, L.merchant_owner(shop.merchant_id), "available", "KZT", L.Book.TEST
+        )
         problems = await ledger.check(session)
     assert [(a.status, a.card_holder) for a in attempts] == [("approved", "TEST USER")]
     assert have == 10_000 + 4_990 and problems == []

@@ -68,8 +68,11 @@ async def revoke(shop: Shop, payment_id: int, amount: str | None = None, **field
 
 
 async def available(rt: Runtime, shop: Shop, currency: str = "KZT") -> int:
+    """The test-mode shop's available balance: its payments post to the test book."""
     async with rt.db.transaction() as session:
-        return await ledger.balance(session, L.merchant_owner(shop.merchant_id), "available", currency)
+        return await ledger.balance(
+            session, L.merchant_owner(shop.merchant_id), "available", currency, L.Book.TEST
+        )
 
 
 async def ledger_problems(rt: Runtime) -> list[str]:
@@ -351,7 +354,7 @@ async def test_a_rejected_result_after_the_money_left_is_recorded_not_retried(
     server.answer("/shop/result.php", "rejected")
     payment_id = await paid(shop, rt, "100", pg_result_url=server.url("/shop/result.php"))
     async with rt.db.transaction() as session:  # the merchant pays out 90 of its 95 before the result
-        draft = L.payout_reserved(shop.merchant_id, 9_000, "KZT")
+        draft = L.payout_reserved(shop.merchant_id, 9_000, "KZT", book=L.Book.TEST)
         await ledger.post(session, draft, object_type="payout", object_id="elsewhere", now=utcnow())
     await drain(Worker(rt))
 
@@ -424,5 +427,5 @@ async def test_payment_action_command_refunds(
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == f"payment {payment_id}: revoked"
+    assert result.stdout.strip() == f"test payment {payment_id}: revoked"
     assert (await shop.status(payment_id))["pg_refund_amount"] == "30.00"

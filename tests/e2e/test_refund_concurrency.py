@@ -93,7 +93,9 @@ async def test_twenty_simultaneous_partial_revokes_never_refund_more_than_was_pa
     assert Counter(a.status for a in answers) == {"ok": 13, "error": 7}
     assert await assert_books(rt, shop, payment_id, answers) == 97_500
     async with rt.db.transaction() as session:
-        have = await ledger.balance(session, L.merchant_owner(shop.merchant_id), "available", "KZT")
+        have = await ledger.balance(
+            session, L.merchant_owner(shop.merchant_id), "available", "KZT", L.Book.TEST
+        )
     assert have == 600_000 - 97_500
 
 
@@ -202,7 +204,7 @@ async def test_parallel_revokes_and_payouts_never_take_more_than_the_balance(
         all_payouts = await session.scalar(select(func.count()).select_from(Payout))
         problems = await ledger.check(session)
         balances = await ledger.balances(session, merchant.id)
-        have = await ledger.balance(session, L.merchant_owner(merchant.id), "available", "KZT")
+        have = await ledger.balance(session, L.merchant_owner(merchant.id), "available", "KZT", L.Book.TEST)
         over = await session.scalar(
             select(func.count()).select_from(Payment).where(Payment.refunded_amount > Payment.amount)
         )

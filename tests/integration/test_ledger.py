@@ -4,6 +4,7 @@ refunds and exchange orders make as they change status."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from decimal import Decimal
@@ -64,9 +65,10 @@ async def refund(rt: Runtime, payment_id: int, amount: int) -> None:
         )
 
 
-async def available(rt: Runtime, merchant_id: int, currency: str = "KZT") -> int:
+async def available(rt: Runtime, merchant_id: int, currency: str = "KZT", book: L.Book = L.Book.TEST) -> int:
+    """The merchant's available balance in `book`: the test book, where test payments post."""
     async with rt.db.transaction() as session:
-        return await ledger.balance(session, L.merchant_owner(merchant_id), "available", currency)
+        return await ledger.balance(session, L.merchant_owner(merchant_id), "available", currency, book)
 
 
 async def problems(rt: Runtime) -> list[str]:
@@ -95,7 +97,7 @@ async def test_post_is_idempotent_per_object_and_reason(rt: Runtime) -> None:
     async with rt.db.transaction() as session:
         again = await ledger.post(session, draft, object_type="payment", object_id="1", now=utcnow())
     assert again.id == first.id
-    assert await available(rt, m) == 10_000
+    assert await available(rt, m, book=L.Book.LIVE) == 10_000
     assert len(await transactions_of(rt, "payment")) == 1
 
 
@@ -131,7 +133,7 @@ async def test_concurrent_posts_to_one_account_keep_the_cache_equal_to_the_entri
 
     # The accounts do not exist yet: the first posts also race to create them.
     await asyncio.gather(*(one(i) for i in range(20)))
-    assert await available(rt, m) == sum(1_000 + i - 10 for i in range(20))
+    assert await available(rt, m, book=L.Book.LIVE) == sum(1_000 + i - 10 for i in range(20))
     assert await problems(rt) == []
     async with rt.db.transaction() as session:
         n = await session.scalar(select(func.count()).select_from(LedgerAccount))
@@ -149,7 +151,7 @@ async def test_the_same_movement_posted_concurrently_is_recorded_once(rt: Runtim
 
     ids = await asyncio.gather(*(one() for _ in range(8)))
     assert len(set(ids)) == 1
-    assert await available(rt, m) == 2_500
+    assert await available(rt, m, book=L.Book.LIVE) == 2_500
     assert await problems(rt) == []
 
 
@@ -171,9 +173,11 @@ async def test_ensure_available_refuses_an_overdraft(rt: Runtime) -> None:
             session, L.payment_succeeded(m, 100, "KZT", 0), object_type="payment", object_id="1", now=utcnow()
         )
     async with rt.db.transaction() as session:
-        assert await ledger.ensure_available(session, m, "KZT", 100) == 100
+        assert await ledger.ensure_available(session, m, "KZT", 100, L.Book.LIVE) == 100
         with pytest.raises(InsufficientBalance) as exc:
-            await ledger.ensure_available(session, m, "KZT", 101)
+            await ledger.ensure_available(session, m, "KZT", 101, L.Book.LIVE)
+        with pytest.raises(InsufficientBalance, match="test book"):
+            await ledger.ensure_available(session, m, "KZT", 1, L.Book.TEST)
     assert exc.value.code == "insufficient_balance"
 
 
@@ -254,10 +258,12 @@ async def test_ledger_check_command_exits_1_with_problems_and_0_when_ok(
         return await greengate(database_url, tmp_path, "ledger", *args)
 
     ok = await run("check")
-    assert (ok.returncode, ok.stdout.strip()) == (0, "OK"), ok.stderr
+    assert (ok.returncode, ok.stdout.splitlines()) == (0, ["live book: OK", "test book: OK"]), ok.stderr
     listed = await run("balances", "--merchant", str(m), "--json")
     assert listed.returncode == 0, listed.stderr
-    assert '"kind": "available"' in listed.stdout and '"balance": "50.00"' in listed.stdout
+    assert json.loads(listed.stdout) == [
+        {"book": "test", "owner": f"merchant:{m}", "kind": "available", "currency": "KZT", "balance": "50.00"}
+    ]
     async with rt.db.transaction() as session:
         await session.execute(
             text("UPDATE ledger_accounts SET debits_posted = debits_posted + 7 WHERE kind = :kind"),
@@ -265,6 +271,7 @@ async def test_ledger_check_command_exits_1_with_problems_and_0_when_ok(
         )
     bad = await run("check")
     assert bad.returncode == 1
+    assert bad.stdout.splitlines()[:2] == ["live book: OK", "test book: 1 problem"], bad.stdout
     assert "gateway acquirer_clearing KZT" in bad.stdout
 
 
@@ -288,8 +295,9 @@ async def test_approved_payment_posts_a_balanced_transaction_with_the_fee(rt: Ru
     assert payment is not None and payment.fee_amount == 3_500
     assert await available(rt, m) == 96_500
     async with rt.db.transaction() as session:
-        assert await ledger.balance(session, "gateway", "fee_income", "KZT") == 3_500
-        assert await ledger.balance(session, "gateway", "acquirer_clearing", "KZT") == 100_000
+        assert await ledger.balance(session, "gateway", "fee_income", "KZT", L.Book.TEST) == 3_500
+        assert await ledger.balance(session, "gateway", "acquirer_clearing", "KZT", L.Book.TEST) == 100_000
+        assert await ledger.balance(session, "gateway", "acquirer_clearing", "KZT", L.Book.LIVE) == 0
     params = dict(callback_params(payment, None, kind="result", result="1", can_reject=True))
     assert (params["pg_amount"], params["pg_net_amount"]) == ("1000.00", "965.00")
     assert await problems(rt) == []
@@ -325,7 +333,7 @@ async def test_two_step_payment_authorisation_waits_in_pending(rt: Runtime) -> N
     m = await make_merchant(rt)
     await pay(rt, m, 20_000, two_step=True)
     async with rt.db.transaction() as session:
-        assert await ledger.balance(session, L.merchant_owner(m), "pending", "KZT") == 20_000
+        assert await ledger.balance(session, L.merchant_owner(m), "pending", "KZT", L.Book.TEST) == 20_000
     assert await available(rt, m) == 0
     [tx] = await transactions_of(rt, "payment")
     assert tx.reason == "payment.authorized"
@@ -343,7 +351,7 @@ async def test_rejected_result_reverses_the_payment_with_its_fee(rt: Runtime) ->
     [tx] = await transactions_of(rt, "payment_refund")
     assert (tx.reason, tx.object_id) == ("payment.reversed", f"{payment_id}:7000")
     async with rt.db.transaction() as session:
-        assert await ledger.balance(session, L.GATEWAY, "fee_income", "KZT") == 0
+        assert await ledger.balance(session, L.GATEWAY, "fee_income", "KZT", L.Book.TEST) == 0
     assert await available(rt, m) == 0
     assert await problems(rt) == []
 
@@ -464,3 +472,38 @@ async def test_payments_and_refunds_keep_the_books_consistent(
             expected -= part
     assert await available(rt, m) == expected
     assert await problems(rt) == []
+
+
+async def test_balances_command_labels_the_books_and_shows_live_money_alone_when_asked(
+    rt: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    m = await make_merchant(rt)
+    await pay(rt, m, 5_000)  # a test payment
+    async with rt.db.transaction() as session:
+        await ledger.post(
+            session,
+            L.payment_succeeded(m, 700, "KZT", 0),
+            object_type="payment",
+            object_id="live-1",
+            now=utcnow(),
+        )
+
+    text_out = await greengate(database_url, tmp_path, "ledger", "balances", "--merchant", str(m))
+    live_only = await greengate(
+        database_url, tmp_path, "ledger", "balances", "--merchant", str(m), "--book", "live"
+    )
+    capped = await greengate(
+        database_url, tmp_path, "merchant", "cap", str(m), "--currency", "KZT", "--max", "40"
+    )
+
+    lines = text_out.stdout.splitlines()
+    assert lines[0].split() == ["BOOK", "OWNER", "KIND", "CURRENCY", "BALANCE"]
+    assert lines[1].split() == ["live", f"merchant:{m}", "available", "KZT", "7.00"]
+    assert lines[2].split() == ["TEST", f"merchant:{m}", "available", "KZT", "50.00"]
+    assert lines[3].startswith("TEST: ") and "not real" in lines[3]
+    assert [line.split()[0] for line in live_only.stdout.splitlines()] == ["BOOK", "live"]
+    assert capped.stdout.strip() == f"merchant {m} cap in KZT: 40.00 (its own)", capped.stderr
+    refused = await greengate(
+        database_url, tmp_path, "merchant", "cap", str(m), "--currency", "KZT", "--max", "2e3"
+    )
+    assert refused.returncode == 1

@@ -153,6 +153,7 @@ async def _reg2reg_answer(session: AsyncSession, payout: Payout) -> Params:
         ledger_domain.merchant_owner(payout.merchant_id),
         ledger_domain.Kind.AVAILABLE.value,
         payout.currency,
+        ledger_domain.book_of(payout.testing),
     )
     return [
         ("pg_status", RESULT_STATUS[status]),

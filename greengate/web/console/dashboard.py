@@ -56,13 +56,16 @@ async def dashboard(request: Request, console: Console = Depends(page())) -> Res
                 )
             ).all()
         )
-        payment_volume = (
-            await session.execute(
-                select(Payment.currency, func.sum(Payment.amount), func.count())
+        hi, lo = ledger.split_sum(Payment.amount)
+        payment_volume = [
+            (testing, cur, ledger.unsplit(h, low), n)
+            for testing, cur, h, low, n in await session.execute(
+                select(Payment.testing, Payment.currency, hi, lo, func.count())
                 .where(Payment.created_at >= day, Payment.status.in_(PAID_PAYMENT))
-                .group_by(Payment.currency)
+                .group_by(Payment.testing, Payment.currency)
+                .order_by(Payment.testing, Payment.currency)
             )
-        ).all()
+        ]
         callbacks = OutboxMessage.target_url.is_not(None)
         backlog = await session.scalar(
             select(func.count()).where(callbacks, OutboxMessage.status == outbox.PENDING)
@@ -84,6 +87,8 @@ async def dashboard(request: Request, console: Console = Depends(page())) -> Res
         sources = sorted({d.rate_source for d in await session.scalars(select(Direction))})
         balances = await ledger.balances(session)
         activity = await daily_activity(session, now.date(), CHART_DAYS)
+        live = [b for b in balances if b.book == "live"]
+        test = [b for b in balances if b.book == "test"]
     max_age = console.rt.settings.rate_max_age_seconds
     return render(
         request,
@@ -101,7 +106,8 @@ async def dashboard(request: Request, console: Console = Depends(page())) -> Res
         rates=[(r, int((now - r.fetched_at).total_seconds())) for r in rates],
         max_age=max_age,
         sources=sources,
-        balances=balances,
+        live_balances=live,
+        test_balances=test,
         charts=activity_charts(activity),
     )
 

@@ -29,7 +29,7 @@ async def ledger_page(request: Request, console: Console = Depends(page())) -> R
         stmt = stmt.where(LedgerTransaction.object_id == f["object_id"])
     async with console.rt.db.transaction() as session:
         balances = await ledger.balances(session, merchant)
-        problems = await ledger.check(session)
+        checked = await ledger.check_books(session)
         transactions = await paginate(session, stmt, request, size=25)
         ids = [t.id for t in transactions.items]
         rows: Any = (
@@ -49,8 +49,12 @@ async def ledger_page(request: Request, console: Console = Depends(page())) -> R
         request,
         "ledger.html",
         console,
-        balances=balances,
-        problems=problems,
+        books=[
+            ("live", "Live book", [b for b in balances if b.book == "live"]),
+            ("test", "Test book — test payments' money, not real", [b for b in balances if b.book == "test"]),
+        ],
+        checked=checked,
+        problems=[line for lines in checked.values() for line in lines],
         page=transactions,
         entries=entries,
         f=f,

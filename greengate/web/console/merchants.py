@@ -1,4 +1,5 @@
-"""Merchants: list, create (secrets shown once), settings, mode, disable, credential rotation, fees."""
+"""Merchants: list, create (secrets shown once), settings, mode, disable, credential rotation, fees,
+amount caps, balances per book."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.clock import utcnow
-from greengate.domain.errors import DomainError
-from greengate.domain.money import parse_amount
+from greengate.domain.amount_caps import DEFAULT_CAPS_MAJOR, default_cap, parse_cap
+from greengate.domain.errors import DomainError, InvalidRequest
+from greengate.domain.money import format_minor, parse_amount
+from greengate.services import amount_caps as cap_service
 from greengate.services import fees as fee_service
+from greengate.services import ledger
 from greengate.services.console_sessions import set_flash
 from greengate.services.merchants import (
     MODES,
@@ -91,12 +95,20 @@ async def merchant_page(merchant_id: int, request: Request, console: Console = D
                 select(MerchantFee).where(MerchantFee.merchant_id == merchant_id).order_by(MerchantFee.id)
             )
         )
+        own = await cap_service.own_caps(session, merchant_id)
+        in_force = await cap_service.caps_of(session, merchant_id)
+        balances = await ledger.balances(session, merchant_id)
     return render(
         request,
         "merchant.html",
         console,
         merchant=merchant,
         fees=fee_rows,
+        caps=[(cur, cap, cur in own, default_cap(cur)) for cur, cap in in_force.items()],
+        books=[
+            ("live", [b for b in balances if b.book == "live"]),
+            ("test", [b for b in balances if b.book == "test"]),
+        ],
         url_fields=URL_FIELDS,
         payment_systems=fee_service.PAYMENT_SYSTEMS,
     )
@@ -208,5 +220,21 @@ async def merchant_fee(merchant_id: int, console: Console = Depends(action("merc
             actor=console.actor,
         )
         return f"Fee for {row.payment_system} in {row.currency} set to {row.percent}% + fixed."
+
+    return await perform(console, work, f"/admin/merchants/{merchant_id}")
+
+
+@router.post("/admin/merchants/{merchant_id}/caps")
+async def merchant_cap(merchant_id: int, console: Console = Depends(action("merchants"))) -> Response:
+    async def work(session: AsyncSession) -> str:
+        currency = console.value("currency", 8).upper()
+        if currency not in DEFAULT_CAPS_MAJOR:
+            raise InvalidRequest(f"unsupported currency {currency}", field="currency")
+        text = console.value("max_amount", 24).strip()
+        cap = parse_cap(text, currency) if text else None
+        await cap_service.set_cap(session, merchant_id, currency, cap, utcnow(), actor=console.actor)
+        if cap is None:
+            return f"The gateway's cap applies to {currency} again."
+        return f"Cap in {currency} set to {format_minor(cap, currency)} {currency}."
 
     return await perform(console, work, f"/admin/merchants/{merchant_id}")
