@@ -7,11 +7,12 @@ import asyncio
 import os
 import subprocess
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import MetaData, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -30,15 +31,15 @@ from tests.support.processes import greengate_env
 PREVIOUS_HEAD = "0007"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'previous.db'}"
+@asynccontextmanager
+async def scratch_database(kind: str, tmp_path: Path, suffix: str) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / f'{suffix}.db'}"
         return
     test_url = os.environ.get("GREENGATE_TEST_DATABASE_URL", "")
     if not test_url.startswith("postgresql"):
         pytest.skip("needs PostgreSQL (GREENGATE_TEST_DATABASE_URL)")
-    name = f"{make_url(test_url).database}_upgrade"
+    name = f"{make_url(test_url).database}_{suffix}"
     admin = create_async_engine(test_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -51,18 +52,59 @@ async def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def old_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with scratch_database(request.param, tmp_path, "upgrade") as url:
+        yield url
+
+
+async def copy_rows(source_url: str, target_url: str) -> None:
+    """Every row of `source_url` into the tables `target_url` has, with the columns it has: the data
+    this version writes, as a database of the previous release's schema can hold it."""
+    source = create_async_engine(source_url, poolclass=NullPool)
+    target = create_async_engine(target_url, poolclass=NullPool)
+    try:
+        async with source.connect() as src, target.begin() as dst:
+            old = MetaData()
+            await dst.run_sync(old.reflect)
+            new = MetaData()
+            await src.run_sync(new.reflect)
+            for table in old.sorted_tables:
+                if table.name == "alembic_version" or table.name not in new.tables:
+                    continue
+                columns = [c.name for c in table.columns if c.name in new.tables[table.name].c]
+                rows = (await src.execute(select(*(new.tables[table.name].c[c] for c in columns)))).mappings()
+                values = [dict(row) for row in rows]
+                if values:
+                    await dst.execute(table.insert(), values)
+                if dst.dialect.name == "postgresql" and "id" in table.c and values:
+                    await dst.execute(
+                        text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), :n)"),
+                        {"n": max(v["id"] for v in values)},
+                    )
+    finally:
+        await source.dispose()
+        await target.dispose()
+
+
 async def test_a_database_of_the_previous_release_upgrades_and_works(
     old_database: str, tmp_path: Path
 ) -> None:
     await asyncio.to_thread(migrate.upgrade, old_database, PREVIOUS_HEAD)
     settings = make_settings(old_database, tmp_path)
-    rt = Runtime.create(settings)  # the data as the previous release wrote it: no keys recorded
-    try:
-        who = await make_client(rt, "Shop of the previous release")
-        await make_direction(rt)
-        await make_requisites(rt, 2)
-    finally:
-        await rt.close()
+    # The data is made by this version's services on a scratch database, then copied into the old
+    # schema's columns: what the previous release wrote, with no keys recorded.
+    kind = "sqlite" if old_database.startswith("sqlite") else "postgresql"
+    async with scratch_database(kind, tmp_path, "upgrade_seed") as seed_url:
+        await asyncio.to_thread(migrate.upgrade, seed_url)
+        rt = Runtime.create(make_settings(seed_url, tmp_path))
+        try:
+            who = await make_client(rt, "Shop of the previous release")
+            await make_direction(rt)
+            await make_requisites(rt, 2)
+        finally:
+            await rt.close()
+        await copy_rows(seed_url, old_database)
 
     env = greengate_env(old_database)
     refused = await asyncio.to_thread(
