@@ -144,19 +144,21 @@ def _remove(purpose: str) -> Handler:
     return handler
 
 
-def _route(script: str, handler: Handler, key_kind: KeyKind = "payment") -> None:
+def _route(script: str, handler: Handler, key_kind: KeyKind = "payment", *, writes: bool = True) -> None:
     async def endpoint(request: Request, merchant_id: str) -> Response:
-        return await handle(request, handler, key_kind=key_kind, merchant_id=merchant_id)
+        return await handle(
+            request, handler, key_kind=key_kind, merchant_id=merchant_id, writes=script if writes else None
+        )
 
     router.add_api_route(f"{PREFIX}/{script}", endpoint, methods=METHODS, name=script.replace("/", "_"))
 
 
 _route("cardstorage/add", _add("payment"))
 _route("cardstorage/add2", _add("payment"))
-_route("cardstorage/list", _list("payment"))
+_route("cardstorage/list", _list("payment"), writes=False)
 _route("cardstorage/remove", _remove("payment"))
 _route("cardstoragepayout/add", _add("payout"), "payout")
-_route("cardstoragepayout/list", _list("payout"), "payout")
+_route("cardstoragepayout/list", _list("payout"), "payout", writes=False)
 _route("cardstoragepayout/remove", _remove("payout"), "payout")
 
 
@@ -230,7 +232,7 @@ _route("card/direct", _direct)
 async def card_pay(request: Request, merchant_id: str) -> Response:
     """The payer's browser brings the signed link: pay with the saved card, then the checkout page
     (3-D Secure where the card asks for it, else the result and the way back to the shop)."""
-    fields, _, _ = await process(request, _pay, merchant_id=merchant_id)
+    fields, _, _ = await process(request, _pay, merchant_id=merchant_id, writes="card/pay")
     if first(fields, "pg_status") == "ok":
         return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
     code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")

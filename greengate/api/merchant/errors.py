@@ -6,7 +6,6 @@ from greengate.domain.errors import DomainError, ErrorKind
 
 PG_ERROR_CODES: dict[str, int] = {
     "signature_invalid": 100,
-    "salt_replayed": 100,
     "merchant_unknown": 101,
     "merchant_inactive": 110,
     "action_disabled": 120,

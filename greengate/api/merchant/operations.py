@@ -101,9 +101,9 @@ def _key(call: MerchantCall, header: str | None) -> list[tuple[str, str]]:
         raise InvalidRequest(exc.message, field="pg_idempotency_key") from None
 
 
-def _with_key(make: Callable[[str | None], Handler]) -> Callable[[Request], Awaitable[Response]]:
+def _with_key(make: Callable[[str | None], Handler], script: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        return await handle(request, make(request.headers.get(IDEMPOTENCY_HEADER)))
+        return await handle(request, make(request.headers.get(IDEMPOTENCY_HEADER)), writes=script)
 
     return endpoint
 
@@ -228,6 +228,8 @@ def _recurring(header: str | None) -> Handler:
     return handler
 
 
-router.add_api_route("/revoke.php", _with_key(_revoke), methods=METHODS)
-router.add_api_route("/do_capture.php", _with_key(_capture), methods=METHODS)
-router.add_api_route("/make_recurring_payment.php", _with_key(_recurring), methods=METHODS)
+router.add_api_route("/revoke.php", _with_key(_revoke, "revoke.php"), methods=METHODS)
+router.add_api_route("/do_capture.php", _with_key(_capture, "do_capture.php"), methods=METHODS)
+router.add_api_route(
+    "/make_recurring_payment.php", _with_key(_recurring, "make_recurring_payment.php"), methods=METHODS
+)

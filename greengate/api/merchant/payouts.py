@@ -248,8 +248,8 @@ def _creator(kind: PayoutKind, header_key: str | None) -> Handler:
     return handler
 
 
-async def _answer(request: Request, handler: Handler) -> Response:
-    fields, secret, script = await process(request, handler, key_kind="payout")
+async def _answer(request: Request, handler: Handler, writes: str | None = None) -> Response:
+    fields, secret, script = await process(request, handler, key_kind="payout", writes=writes)
     if len(fields) > 1 and fields[0] == ("pg_status", "ok") and fields[1][0] == "pg_status":
         fields = fields[1:]  # the answer names the payout's own pg_status (reg2reg)
     return xml(signed(script, fields, secret))
@@ -258,13 +258,17 @@ async def _answer(request: Request, handler: Handler) -> Response:
 @router.api_route("/api/reg2nonreg", methods=METHODS)
 async def reg2nonreg(request: Request) -> Response:
     """Payout to a card the recipient enters on the hosted page."""
-    return await _answer(request, _creator(PayoutKind.TO_NEW_CARD, request.headers.get(IDEMPOTENCY_HEADER)))
+    return await _answer(
+        request, _creator(PayoutKind.TO_NEW_CARD, request.headers.get(IDEMPOTENCY_HEADER)), "api/reg2nonreg"
+    )
 
 
 @router.api_route("/api/reg2reg", methods=METHODS)
 async def reg2reg(request: Request) -> Response:
     """Payout to a saved payout card."""
-    return await _answer(request, _creator(PayoutKind.TO_SAVED_CARD, request.headers.get(IDEMPOTENCY_HEADER)))
+    return await _answer(
+        request, _creator(PayoutKind.TO_SAVED_CARD, request.headers.get(IDEMPOTENCY_HEADER)), "api/reg2reg"
+    )
 
 
 async def _status(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:

@@ -50,13 +50,13 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
 
 @router.api_route("/init_payment.php", methods=METHODS)
 async def init_payment_php(request: Request) -> Response:
-    return await handle(request, _init)
+    return await handle(request, _init, writes="init_payment.php")
 
 
 @router.api_route("/payment.php", methods=METHODS)
 async def payment_php(request: Request) -> Response:
     """The payer's browser brings the signed parameters: create the payment and go to its page."""
-    fields, _, _ = await process(request, _init)
+    fields, _, _ = await process(request, _init, writes="payment.php")
     if first(fields, "pg_status") == "ok":
         return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
     code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")
@@ -119,7 +119,7 @@ async def _cancel(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Par
 
 @router.api_route("/cancel.php", methods=METHODS)
 async def cancel_php(request: Request) -> Response:
-    return await handle(request, _cancel)
+    return await handle(request, _cancel, writes="cancel.php")
 
 
 PAYMENT_SYSTEMS = (("BANKCARD", "Bank card"), ("MOBILE_COMMERCE", "Mobile commerce (phone balance)"))
