@@ -6,7 +6,12 @@ is tracked. Reads store nothing. A state-changing request is recorded with its a
 merchant, the script and a digest of the signed parameters (pg_sig included): the very same request
 sent again, however much later, gets the first answer signed afresh and never acts twice.
 
-Only when the merchant cannot be identified is the answer unsigned (code 101)."""
+Every answer is signed with the merchant's key whenever the merchant can be identified: from a readable
+`pg_merchant_id` or the `v1/merchant/{id}` path, even when the request fails to parse or to authenticate
+(clients that verify error answers refuse unsigned ones). That is safe because an answer cannot be
+posted back as a request: a request carrying answer-only fields (`pg_status`, `pg_error_code`, ...) is
+refused before its signature is even checked. Only when the merchant cannot be identified is the
+answer unsigned (code 101)."""
 
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ from fastapi import Request, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from greengate.api.merchant.codec import read_params, render_xml
+from greengate.api.merchant.codec import merchant_id_hint, read_params, render_xml
 from greengate.api.merchant.errors import pg_error_code
+from greengate.api.merchant.known_params import answer_fields
 from greengate.domain.errors import (
     DomainError,
+    InvalidRequest,
     MerchantInactive,
     MerchantUnknown,
     SignatureInvalid,
@@ -98,6 +105,35 @@ async def _merchant(session: AsyncSession, params: Params, path_merchant_id: str
     return merchant
 
 
+def _check_salt(params: Params) -> None:
+    """Present and bounded; any value is accepted (it is no nonce)."""
+    salt = first(params, "pg_salt")
+    if not salt:
+        raise InvalidRequest("pg_salt is required", field="pg_salt")
+    if len(salt) > 100:
+        raise InvalidRequest("pg_salt is longer than 100 characters", field="pg_salt")
+
+
+async def _hinted_secret(
+    rt: Runtime, request: Request, path_merchant_id: str | None, key_kind: KeyKind
+) -> str | None:
+    """The signing secret for an answer to a request that could not be read, when the merchant is
+    still legible (the path, the query string or the raw body); None when it is not."""
+    raw = path_merchant_id or merchant_id_hint(request)
+    merchant_id = id_number(raw)
+    if merchant_id is None:
+        return None
+    try:
+        async with rt.db.transaction() as session:
+            merchant = await session.get(Merchant, merchant_id)
+    except Exception:
+        log.exception("merchant_api_hint_failed", path=request.url.path)
+        return None
+    if merchant is None or merchant.secret_key_enc is None:
+        return None
+    return secret_key(rt.keyring, merchant) if key_kind == "payment" else payout_secret(rt.keyring, merchant)
+
+
 def request_digest(params: Params) -> str:
     """The signed request as received (parameters in order, pg_salt and pg_sig included): equal only for
     the very same request, whichever transport carried it."""
@@ -149,10 +185,17 @@ async def process(
                 if key_kind == "payment"
                 else payout_secret(rt.keyring, merchant)
             )
+            answer_only = answer_fields(params)
+            if answer_only:
+                raise SignatureInvalid(
+                    f"{answer_only[0]} is a field of answers, not of requests: an answer is not a request",
+                    code="answer_as_request",
+                )
             if not verify(script, params, signing_secret):
                 raise SignatureInvalid("wrong signature (pg_sig)")
             if not merchant.active:
                 raise MerchantInactive("the merchant's contract is inactive")
+            _check_salt(params)
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
             now = rt.clock()
             if writes is None:
@@ -172,6 +215,8 @@ async def process(
                 return fields, signing_secret, script
         return [("pg_status", "ok"), *fields], signing_secret, script
     except DomainError as exc:
+        if signing_secret is None and not isinstance(exc, MerchantUnknown):
+            signing_secret = await _hinted_secret(rt, request, merchant_id, key_kind)
         return error_fields(exc), signing_secret, script
     except IntegrityError:
         # The same request applied concurrently: the first one's answer is this one's too.

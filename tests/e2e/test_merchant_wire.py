@@ -1,0 +1,112 @@
+"""Merchant API wire details real clients meet, over HTTP: answers are not requests, transport errors are
+signed when the merchant is legible, unknown pg_ parameters are refused, aliases and unknown paths."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from greengate.runtime import Runtime
+from tests.e2e.test_card_storage import USER, CardShop, new_shop
+from tests.support.merchant_api import Answer, Shop, make_shop, make_sig, send, signed, table_counts
+
+
+@pytest.fixture
+async def shop(rt: Runtime, app_client: httpx.AsyncClient) -> Shop:
+    return await make_shop(rt, app_client)
+
+
+@pytest.fixture
+async def card_shop(rt: Runtime, app_client: httpx.AsyncClient) -> CardShop:
+    return await new_shop(rt, app_client)
+
+
+# --- answers are not requests --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["pg_status", "pg_error_code", "pg_error_description", "pg_redirect_url"])
+async def test_a_request_with_answer_fields_is_refused(rt: Runtime, shop: Shop, field: str) -> None:
+    before = await table_counts(rt)
+    answer = await shop.call("init_payment.php", {"pg_amount": "100", "pg_description": "x", field: "ok"})
+    answer.assert_error(100, shop.secret, field)
+    assert await table_counts(rt) == before
+
+
+async def test_an_error_answer_posted_back_does_not_run_the_script(rt: Runtime, card_shop: CardShop) -> None:
+    """The error answer to a wrongly signed request is signed with the merchant's key (clients verify
+    it), yet posting it back to the same script is refused and acts nothing."""
+    path = card_shop.path("cardstorage/remove")
+    bad = [("pg_user_id", USER), ("pg_card_id", "1"), ("pg_salt", "1"), ("pg_sig", "0" * 32)]
+    error = Answer.read(await send(card_shop.client, path, bad), "remove")
+    error.assert_error(100, card_shop.secret)
+    before = await table_counts(rt)
+    echoed = Answer.read(await send(card_shop.client, path, error.params), "remove")
+    echoed.assert_error(100, card_shop.secret, "pg_status")
+    assert await table_counts(rt) == before
+
+
+# --- transport errors ---------------------------------------------------------------------------
+
+
+BROKEN_XML = "<request><pg_merchant_id>{mid}</pg_merchant_id><pg_amount>100</request>"
+
+
+@pytest.mark.parametrize("transport", ["xml", "pg_xml", "json", "query"])
+async def test_a_transport_error_is_signed_when_the_merchant_is_legible(shop: Shop, transport: str) -> None:
+    mid = shop.merchant_id
+    if transport == "xml":
+        response = await shop.client.post(
+            "/init_payment.php",
+            content=BROKEN_XML.format(mid=mid).encode(),
+            headers={"Content-Type": "text/xml"},
+        )
+    elif transport == "pg_xml":
+        response = await shop.client.post(
+            "/init_payment.php",
+            content=urlencode({"pg_xml": BROKEN_XML.format(mid=mid)}).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    elif transport == "json":
+        response = await shop.client.post(
+            "/init_payment.php",
+            content=f'{{"pg_merchant_id": "{mid}", "pg_amount": '.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    else:
+        response = await shop.client.get(f"/init_payment.php?pg_merchant_id={mid}&pg_description=%FF")
+    Answer.read(response, "init_payment.php").assert_error(200, shop.secret)
+
+
+async def test_a_transport_error_on_a_merchant_path_is_signed(card_shop: CardShop) -> None:
+    response = await card_shop.client.post(
+        card_shop.path("cardstorage/list"), content=b"<request><x>", headers={"Content-Type": "text/xml"}
+    )
+    Answer.read(response, "list").assert_error(200, card_shop.secret)
+
+
+async def test_a_transport_error_without_a_merchant_is_unsigned(shop: Shop) -> None:
+    response = await shop.client.post(
+        "/init_payment.php", content=b"<request><x>", headers={"Content-Type": "text/xml"}
+    )
+    Answer.read(response, "init_payment.php").assert_error(200, None)
+
+
+async def test_a_wrong_signature_answer_still_verifies(shop: Shop) -> None:
+    message = [(n, v) for n, v in shop.message("get_status2.php", {"pg_payment_id": "1"}) if n != "pg_sig"]
+    message.append(("pg_sig", "f" * 32))
+    (await shop.send_raw("get_status2.php", message)).assert_error(100, shop.secret)
+    unsigned = signed("get_status2.php", [("pg_merchant_id", "999999"), ("pg_payment_id", "1")], "x")
+    (await shop.send_raw("get_status2.php", unsigned)).assert_error(101, None)
+
+
+@pytest.mark.parametrize("salt", [None, "", "s" * 101])
+async def test_a_salt_is_required_and_bounded(rt: Runtime, shop: Shop, salt: str | None) -> None:
+    params = [("pg_merchant_id", str(shop.merchant_id)), ("pg_amount", "100"), ("pg_description", "x")]
+    if salt is not None:
+        params.append(("pg_salt", salt))
+    message = [*params, ("pg_sig", make_sig("init_payment.php", params, shop.secret))]
+    before = await table_counts(rt)
+    (await shop.send_raw("init_payment.php", message)).assert_error(200, shop.secret, "pg_salt")
+    assert await table_counts(rt) == before
