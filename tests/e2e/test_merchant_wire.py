@@ -110,3 +110,81 @@ async def test_a_salt_is_required_and_bounded(rt: Runtime, shop: Shop, salt: str
     before = await table_counts(rt)
     (await shop.send_raw("init_payment.php", message)).assert_error(200, shop.secret, "pg_salt")
     assert await table_counts(rt) == before
+
+
+# --- unknown pg_ parameters ------------------------------------------------------------------------
+
+
+async def test_a_renamed_signed_parameter_in_a_payment_link_is_refused(rt: Runtime, shop: Shop) -> None:
+    """The payer renames pg_currency in a merchant-signed payment.php link: names are not signed."""
+    message = shop.message("payment.php", {"pg_amount": "10", "pg_currency": "USD", "pg_description": "x"})
+    tampered = [("pg_cz" if name == "pg_currency" else name, value) for name, value in message]
+    before = await table_counts(rt)
+    page = await shop.client.get(f"/payment.php?{httpx.QueryParams(tampered)}")
+    assert page.status_code == 400
+    assert "pg_cz" in page.text
+    answer = await shop.send_raw("init_payment.php", shop.message("init_payment.php", tampered[:-2]))
+    answer.assert_error(200, shop.secret, "pg_cz")
+    assert await table_counts(rt) == before
+
+
+SCRIPTS = [
+    ("init_payment.php", {"pg_amount": "100", "pg_description": "x"}),
+    ("get_status.php", {"pg_payment_id": "1"}),
+    ("get_status2.php", {"pg_payment_id": "1"}),
+    ("get_status3.php", {"pg_payment_id": "1"}),
+    ("cancel.php", {"pg_payment_id": "1"}),
+    ("revoke.php", {"pg_payment_id": "1"}),
+    ("do_capture.php", {"pg_payment_id": "1"}),
+    ("make_recurring_payment.php", {"pg_recurring_profile": "1", "pg_amount": "1", "pg_description": "x"}),
+    ("ps_list.php", {"pg_amount": "100"}),
+]
+
+
+@pytest.mark.parametrize(("script", "fields"), SCRIPTS, ids=[s for s, _ in SCRIPTS])
+async def test_every_script_refuses_an_unknown_pg_parameter(
+    rt: Runtime, shop: Shop, script: str, fields: dict[str, str]
+) -> None:
+    before = await table_counts(rt)
+    answer = await shop.call(script, {**fields, "pg_amount_x": "1"})
+    answer.assert_error(200, shop.secret, "pg_amount_x")
+    assert await table_counts(rt) == before
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "payout"),
+    [
+        ("cardstorage/add", False),
+        ("cardstorage/list", False),
+        ("cardstorage/remove", False),
+        ("cardstoragepayout/list", True),
+        ("card/init", False),
+        ("card/direct", False),
+    ],
+)
+async def test_card_scripts_refuse_an_unknown_pg_parameter(
+    rt: Runtime, card_shop: CardShop, endpoint: str, payout: bool
+) -> None:
+    answer = await card_shop.call(endpoint, {"pg_user_id": USER, "pg_cardx": "1"}, payout=payout)
+    answer.assert_error(200, card_shop.payout_secret if payout else card_shop.secret, "pg_cardx")
+
+
+@pytest.mark.parametrize("script", ["reg2nonreg", "reg2reg", "payment_status"])
+async def test_payout_scripts_refuse_an_unknown_pg_parameter(card_shop: CardShop, script: str) -> None:
+    params = card_shop.message(script, {"pg_order_id": "1", "pg_amountt": "5"}, payout=True)
+    answer = Answer.read(await send(card_shop.client, f"/api/{script}", params), script)
+    answer.assert_error(200, card_shop.payout_secret, "pg_amountt")
+
+
+async def test_client_library_parameters_and_shop_parameters_are_accepted(shop: Shop) -> None:
+    fields = {
+        "pg_amount": "100",
+        "pg_description": "x",
+        "pg_param1": "a",
+        "pg_payment_route": "frame",
+        "pg_tripleg_1_date": "2026-12-01",
+        "pg_alfaclick_client_id": "42",
+        "cart_id": "7",
+        "PG_LOOKALIKE": "shop's own",
+    }
+    (await shop.call("init_payment.php", fields)).assert_ok(shop.secret)

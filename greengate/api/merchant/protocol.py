@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.merchant.codec import merchant_id_hint, read_params, render_xml
 from greengate.api.merchant.errors import pg_error_code
-from greengate.api.merchant.known_params import answer_fields
+from greengate.api.merchant.known_params import answer_fields, unknown_names
 from greengate.domain.errors import (
     DomainError,
     InvalidRequest,
@@ -196,6 +196,14 @@ async def process(
             if not merchant.active:
                 raise MerchantInactive("the merchant's contract is inactive")
             _check_salt(params)
+            unknown = unknown_names(params)
+            if unknown:
+                raise InvalidRequest(
+                    f"unknown parameter {unknown[0]}: pg_ names are the protocol's; "
+                    "a shop's own parameters go without the pg_ prefix",
+                    field=unknown[0],
+                    code="unknown_parameter",
+                )
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
             now = rt.clock()
             if writes is None:
