@@ -188,3 +188,49 @@ async def test_client_library_parameters_and_shop_parameters_are_accepted(shop: 
         "PG_LOOKALIKE": "shop's own",
     }
     (await shop.call("init_payment.php", fields)).assert_ok(shop.secret)
+
+
+# --- pg_redirect_url_type, aliases, unknown paths ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system", "kind"),
+    [(None, "need data"), ("BANKCARD", "payment system"), ("MOBILE_COMMERCE", "payment system")],
+)
+async def test_redirect_url_type_says_whether_the_method_is_chosen(
+    shop: Shop, system: str | None, kind: str
+) -> None:
+    answer = await shop.init(pg_payment_system=system)
+    assert answer.assert_ok(shop.secret)["pg_redirect_url_type"] == kind
+
+
+@pytest.mark.parametrize("path", ["/init_payment", "/api/init_payment.php", "/api/init_payment"])
+@pytest.mark.parametrize("signed_as", ["init_payment.php", "alias"])
+async def test_init_payment_answers_under_the_aliases_clients_use(
+    shop: Shop, path: str, signed_as: str
+) -> None:
+    script = path.rpartition("/")[2] if signed_as == "alias" else signed_as
+    params = shop.message(script, {"pg_amount": "100", "pg_description": "alias"})
+    answer = Answer.read(await send(shop.client, path, params), script).assert_ok(shop.secret)
+    status = await shop.status(int(answer["pg_payment_id"]))
+    assert status["pg_payment_id"] == answer["pg_payment_id"]
+    listed = shop.message("get_status2", {"pg_payment_id": str(answer["pg_payment_id"])})
+    Answer.read(await send(shop.client, "/get_status2", listed), "get_status2").assert_ok(shop.secret)
+
+
+@pytest.mark.parametrize("path", ["/nope.php", "/init_paymentt.php", "/v1/merchant/{mid}/cardstorage/nope"])
+async def test_an_unknown_path_answers_signed_xml(shop: Shop, path: str) -> None:
+    path = path.format(mid=shop.merchant_id)
+    script = path.rpartition("/")[2]
+    params = shop.message(script, {"pg_amount": "1"})
+    for transport in ("form", "query"):
+        answer = Answer.read(await send(shop.client, path, params, transport), script)
+        answer.assert_error(600, shop.secret, "unknown script")
+    anonymous = await shop.client.get(path)
+    Answer.read(anonymous, script).assert_error(600, None if "merchant" not in path else shop.secret)
+
+
+async def test_other_surfaces_keep_their_own_not_found(shop: Shop) -> None:
+    exchange = await shop.client.get("/api/v2/nope")
+    assert exchange.status_code == 404
+    assert exchange.headers["content-type"].startswith("application/json")

@@ -22,6 +22,7 @@ PG_ERROR_CODES: dict[str, int] = {
     "wrong_phone": 701,
     "phone_not_accepted": 711,
     "no_payment_system": 850,
+    "unknown_script": 600,
     "internal_error": 1000,
 }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from greengate.domain.errors import (
     InvalidRequest,
     MerchantInactive,
     MerchantUnknown,
+    NotFound,
     SignatureInvalid,
     Unavailable,
 )
@@ -192,7 +194,11 @@ async def process(
                     code="answer_as_request",
                 )
             if not verify(script, params, signing_secret):
-                raise SignatureInvalid("wrong signature (pg_sig)")
+                # An alias without ".php" (/init_payment): clients sign with the script's own name.
+                canonical = f"{script}.php"
+                if script.endswith(".php") or not verify(canonical, params, signing_secret):
+                    raise SignatureInvalid("wrong signature (pg_sig)")
+                script = canonical
             if not merchant.active:
                 raise MerchantInactive("the merchant's contract is inactive")
             _check_salt(params)
@@ -254,3 +260,43 @@ async def handle(
         request, handler, key_kind=key_kind, merchant_id=merchant_id, writes=writes
     )
     return xml(signed(script, fields, key))
+
+
+# Paths that are not the Merchant API's: their own 404s stay as they are.
+_OTHER_SURFACES = (
+    "/api/v2",
+    "/admin",
+    "/pay/",
+    "/cards/",
+    "/payout",
+    "/static",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+)
+
+
+_MERCHANT_PATH = re.compile(r"/v1/merchant/([0-9]{1,18})/")
+
+
+def is_merchant_path(path: str) -> bool:
+    return not path.startswith(_OTHER_SURFACES)
+
+
+async def unknown_script(request: Request) -> Response:
+    """An unknown path answers in the protocol's shape: a signed XML error when the merchant is legible."""
+    rt: Runtime = request.app.state.runtime
+    script = script_name_from_url(request.url.path)
+    error = NotFound(f"unknown script {request.url.path[:200]}", code="unknown_script")
+    raw: str | None
+    try:
+        raw = first(await read_params(request, max_bytes=rt.settings.max_request_bytes), "pg_merchant_id")
+    except DomainError:
+        raw = merchant_id_hint(request)
+    in_path = _MERCHANT_PATH.match(request.url.path)
+    if in_path is not None:
+        raw = in_path.group(1)
+    secret = None
+    if id_number(raw) is not None:
+        secret = await _hinted_secret(rt, request, raw, "payment")
+    return xml(signed(script, error_fields(error), secret))
