@@ -231,7 +231,6 @@ BAD_FIELDS = [
     ("pg_result_url", "/relative/result.php"),
     ("pg_testing_mode", "2"),
     ("pg_order_id", "o" * 51),
-    ("pg_user_phone", "phone-number"),
     ("pg_user_contact_email", "not-an-email"),
 ]
 

@@ -10,6 +10,7 @@ import pytest
 
 from greengate.runtime import Runtime
 from tests.e2e.test_card_storage import USER, CardShop, new_shop
+from tests.e2e.test_merchant_replay import pay
 from tests.support.merchant_api import Answer, Shop, make_shop, make_sig, send, signed, table_counts
 
 
@@ -234,3 +235,36 @@ async def test_other_surfaces_keep_their_own_not_found(shop: Shop) -> None:
     exchange = await shop.client.get("/api/v2/nope")
     assert exchange.status_code == 404
     assert exchange.headers["content-type"].startswith("application/json")
+
+
+# --- phone, shop parameters, refund currency ---------------------------------------------------
+
+
+@pytest.mark.parametrize("phone", ["phone-number", "+7 701 777", "123", "7" * 16])
+async def test_a_malformed_phone_is_701_at_init(rt: Runtime, shop: Shop, phone: str) -> None:
+    before = await table_counts(rt)
+    (await shop.init(pg_user_phone=phone)).assert_error(701, shop.secret, "pg_user_phone")
+    assert await table_counts(rt) == before
+    (await shop.init(pg_user_phone="+77017777777")).assert_ok(shop.secret)
+
+
+async def test_shop_parameters_are_capped_at_64_kb(rt: Runtime, shop: Shop) -> None:
+    before = await table_counts(rt)
+    big = {f"cart_{n}": "x" * 1000 for n in range(70)}
+    (await shop.init(**big)).assert_error(200, shop.secret, "65536")
+    assert await table_counts(rt) == before
+    fits = {f"cart_{n}": "x" * 1000 for n in range(60)}
+    (await shop.init(**fits)).assert_ok(shop.secret)
+
+
+async def test_revoke_refuses_another_currency(rt: Runtime, shop: Shop) -> None:
+    payment_id = await shop.init_ok(pg_amount="100", pg_currency="KZT")
+    await pay(rt, payment_id)
+    before = await table_counts(rt)
+    answer = await shop.call(
+        "revoke.php", {"pg_payment_id": str(payment_id), "pg_refund_amount": "10", "pg_currency": "USD"}
+    )
+    answer.assert_error(200, shop.secret, "pg_currency")
+    assert await table_counts(rt) == before
+    same = {"pg_payment_id": str(payment_id), "pg_refund_amount": "10", "pg_currency": "kzt"}
+    (await shop.call("revoke.php", same)).assert_ok(shop.secret)

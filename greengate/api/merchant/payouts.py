@@ -12,7 +12,14 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
-from greengate.api.merchant.payment_params import parse_currency, parse_money, parse_url, read_flag, read_text
+from greengate.api.merchant.payment_params import (
+    parse_currency,
+    parse_money,
+    parse_url,
+    read_flag,
+    read_text,
+    shop_params,
+)
 from greengate.api.merchant.protocol import Handler, MerchantCall, process, request_fingerprint, signed, xml
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.errors import InvalidRequest
@@ -128,7 +135,7 @@ def parse_payout(params: Params, kind: PayoutKind, now: datetime, header_key: st
         card_id=card_id,
         card_token=card_token,
         idempotency_key=key or header_key,
-        extras=[(name, value) for name, value in params if name not in KNOWN and isinstance(value, str)],
+        extras=shop_params(params, KNOWN),
     )
 
 
