@@ -3,6 +3,7 @@ signed when the merchant is legible, unknown pg_ parameters are refused, aliases
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlencode
 
 import httpx
@@ -268,3 +269,44 @@ async def test_revoke_refuses_another_currency(rt: Runtime, shop: Shop) -> None:
     assert await table_counts(rt) == before
     same = {"pg_payment_id": str(payment_id), "pg_refund_amount": "10", "pg_currency": "kzt"}
     (await shop.call("revoke.php", same)).assert_ok(shop.secret)
+
+
+# --- repeated pg_order_id ----------------------------------------------------------------------
+
+ORDER = {"pg_order_id": "O-1", "pg_amount": "100", "pg_currency": "KZT", "pg_description": "Coffee"}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"pg_amount": "101"}, "pg_amount"),
+        ({"pg_currency": "USD"}, "pg_currency"),
+        ({"pg_description": "Tea"}, "pg_description"),
+        ({"pg_success_url": "https://shop.example/ok"}, "pg_success_url"),
+        ({"pg_amount": "5", "pg_result_url": "https://shop.example/r"}, "pg_amount, pg_result_url"),
+    ],
+)
+async def test_a_repeated_order_id_with_other_parameters_names_the_conflict(
+    rt: Runtime, shop: Shop, change: dict[str, str], named: str
+) -> None:
+    first = await shop.init_ok(**ORDER)
+    before = await table_counts(rt)
+    answer = await shop.init(**{**ORDER, **change})
+    answer.assert_error(200, shop.secret, named)
+    assert str(first) in answer.description and "O-1" in answer.description
+    assert await table_counts(rt) == before
+
+
+async def test_a_repeated_order_id_with_the_same_parameters_is_the_same_payment(shop: Shop) -> None:
+    first = await shop.init_ok(**ORDER)
+    assert await shop.init_ok(**ORDER) == first  # another salt, the same request
+    assert await shop.init_ok(**ORDER, pg_idempotency_key="k-2") == first
+
+
+async def test_concurrent_identical_inits_all_get_the_same_payment(rt: Runtime, shop: Shop) -> None:
+    async def one(n: int) -> Answer:
+        return await shop.init(**ORDER, pg_idempotency_key=f"key-{n}")
+
+    answers = await asyncio.gather(*(one(n) for n in range(12)))
+    ids = {answer.assert_ok(shop.secret)["pg_payment_id"] for answer in answers}
+    assert len(ids) == 1
