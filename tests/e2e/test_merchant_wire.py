@@ -8,11 +8,22 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from greengate.runtime import Runtime
-from tests.e2e.test_card_storage import USER, CardShop, new_shop
-from tests.e2e.test_merchant_replay import pay
-from tests.support.merchant_api import Answer, Shop, make_shop, make_sig, send, signed, table_counts
+from greengate.store.models import RecurringProfile
+from tests.e2e.test_card_storage import USER, CardShop, add_card, charge_fields, listed, new_shop
+from tests.e2e.test_merchant_replay import APPROVED, pay
+from tests.support.merchant_api import (
+    Answer,
+    CallbackServer,
+    Shop,
+    make_shop,
+    make_sig,
+    send,
+    signed,
+    table_counts,
+)
 
 
 @pytest.fixture
@@ -310,3 +321,38 @@ async def test_concurrent_identical_inits_all_get_the_same_payment(rt: Runtime, 
     answers = await asyncio.gather(*(one(n) for n in range(12)))
     ids = {answer.assert_ok(shop.secret)["pg_payment_id"] for answer in answers}
     assert len(ids) == 1
+
+
+# --- card storage answers ------------------------------------------------------------------------
+
+
+async def test_payout_card_add_answers_a_payment_id(card_shop: CardShop) -> None:
+    fields = {
+        "pg_user_id": USER,
+        "pg_post_link": "https://shop.example/card.php",
+        "pg_back_link": "https://shop.example/back.php",
+    }
+    answer = await card_shop.ok("cardstoragepayout/add", fields, payout=True)
+    assert str(answer["pg_payment_id"]).isdigit()
+    checked = await card_shop.ok("cardstorage/add", fields)
+    assert str(checked["pg_payment_id"]).isdigit()
+
+
+async def test_card_list_shows_the_recurring_profile_of_a_card(rt: Runtime, card_shop: CardShop) -> None:
+    with CallbackServer(card_shop.secret) as server:
+        await add_card(card_shop, server, APPROVED)
+    [listed_card] = await listed(card_shop)
+    assert listed_card["pg_recurring_profile_id"] == ""
+    fields = charge_fields(
+        listed_card["pg_card_id"], pg_recurring_start="1", pg_recurring_lifetime="3", pg_order_id="rec-1"
+    )
+    init = await card_shop.ok("card/init", fields)
+    direct = await card_shop.ok("card/direct", {"pg_payment_id": str(init["pg_payment_id"])})
+    assert direct["pg_payment_status"] == "success", direct.params
+    async with rt.db.transaction() as session:
+        profile = await session.scalar(
+            select(RecurringProfile.id).where(RecurringProfile.payment_id == int(init["pg_payment_id"]))
+        )
+    assert profile is not None
+    [again] = await listed(card_shop)
+    assert again["pg_recurring_profile_id"] == str(profile)

@@ -66,13 +66,13 @@ def _link(params: Params, name: str) -> str:
     return parse_url(value, name)
 
 
-def card_fields(card: SavedCard, *, status: str) -> Params:
+def card_fields(card: SavedCard, *, status: str, recurring_profile_id: int | None = None) -> Params:
     fields: Params = [
         ("pg_status", status),
         ("pg_merchant_id", str(card.merchant_id)),
         ("pg_card_id", str(card.id)),
         ("pg_card_token", card.token),
-        ("pg_recurring_profile_id", ""),
+        ("pg_recurring_profile_id", "" if recurring_profile_id is None else str(recurring_profile_id)),
         ("pg_card_hash", card.card_masked or ""),
         ("pg_card_month", (card.card_exp or "").partition("/")[0]),
         ("pg_card_year", (card.card_exp or "").partition("/")[2]),
@@ -102,9 +102,9 @@ def _add(purpose: str) -> Handler:
             request_method=read_choice(params, "pg_request_method", REQUEST_METHODS, None),
         )
         card = await saved_cards.start_add(session, rt, call.merchant, req, call.now, purpose=purpose)
-        fields: Params = []
-        if card.payment_id is not None:
-            fields.append(("pg_payment_id", str(card.payment_id)))
+        # The card check's payment; a payout card is checked without one, so its add answers the
+        # card's own id there (the pg_card_id the result to pg_post_link then carries).
+        fields: Params = [("pg_payment_id", str(card.payment_id if card.payment_id is not None else card.id))]
         return [
             *fields,
             ("pg_merchant_id", str(call.merchant.id)),
@@ -122,7 +122,11 @@ def _list(purpose: str) -> Handler:
         cards = await saved_cards.list_cards(
             session, call.merchant.id, _user_id(call.params), purpose=purpose
         )
-        return [("card", card_fields(card, status="approved")) for card in cards]
+        profiles = await saved_cards.recurring_profiles(session, cards, call.now)
+        return [
+            ("card", card_fields(card, status="approved", recurring_profile_id=profiles.get(card.id)))
+            for card in cards
+        ]
 
     return handler
 
