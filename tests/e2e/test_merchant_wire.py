@@ -13,6 +13,7 @@ from sqlalchemy import select
 from greengate.runtime import Runtime
 from greengate.store.models import RecurringProfile
 from tests.e2e.test_card_storage import USER, CardShop, add_card, charge_fields, listed, new_shop
+from tests.e2e.test_merchant_payouts import fund
 from tests.e2e.test_merchant_replay import APPROVED, pay
 from tests.support.merchant_api import (
     Answer,
@@ -356,3 +357,20 @@ async def test_card_list_shows_the_recurring_profile_of_a_card(rt: Runtime, card
     assert profile is not None
     [again] = await listed(card_shop)
     assert again["pg_recurring_profile_id"] == str(profile)
+
+
+async def test_a_payout_to_a_purchase_only_card_is_refused_clearly(rt: Runtime, card_shop: CardShop) -> None:
+    await fund(rt, card_shop.merchant_id, 1_000_000)
+    with CallbackServer(card_shop.secret) as server:
+        await add_card(card_shop, server, APPROVED)
+    [card] = await listed(card_shop)
+    fields = {"pg_amount": "100", "pg_order_id": "P-1", "pg_user_id": USER, "pg_card_id": card["pg_card_id"]}
+    params = card_shop.message("reg2reg", fields, payout=True)
+    answer = Answer.read(await send(card_shop.client, "/api/reg2reg", params), "reg2reg")
+    assert answer.verifies(card_shop.payout_secret)
+    assert (answer["pg_status"], answer["pg_error_code"], answer["pg_failure_code"]) == (
+        "error",
+        "470",
+        "10005",
+    )
+    assert "for purchases" in answer["pg_error_description"]

@@ -146,10 +146,19 @@ def _money(payout: Payout) -> str:
     return format_minor(payout.amount, payout.currency)
 
 
+# A declined payout's answer: the payment system's refusal in the family's API code; the payer-facing
+# code (10000, 10001, ...) only in pg_failure_code.
+PAYOUT_DECLINED = 470
+
+
 def _error_fields(payout: Payout) -> Params:
+    if payout.failure_code is None:
+        return [("pg_error_code", "0"), ("pg_error_description", "")]
     return [
-        ("pg_error_code", str(payout.failure_code or 0)),
+        ("pg_error_code", str(PAYOUT_DECLINED)),
         ("pg_error_description", payout.failure_description or ""),
+        ("pg_failure_code", str(payout.failure_code)),
+        ("pg_failure_description", payout.failure_description or ""),
     ]
 
 
@@ -191,11 +200,6 @@ def status_fields(payout: Payout) -> Params:
         ("pg_card_hash", payout.card_masked or ""),
         *_error_fields(payout),
     ]
-    if payout.failure_code is not None:
-        fields += [
-            ("pg_failure_code", str(payout.failure_code)),
-            ("pg_failure_description", payout.failure_description or ""),
-        ]
     return fields
 
 
