@@ -270,7 +270,8 @@ async def transition(
             at=now,
         )
     )
-    if target in (S.OK, S.FAILED) and payment.result_url:
+    # Success, and every way a payment ends without one (failed, canceled, expired): pg_result 1 or 0.
+    if (target is S.OK or target in FINAL) and payment.result_url:
         outbox.enqueue(
             session,
             kind=RESULT_CALLBACK,

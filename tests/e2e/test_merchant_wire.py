@@ -4,14 +4,18 @@ signed when the merchant is legible, unknown pg_ parameters are refused, aliases
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from greengate.clock import utcnow
 from greengate.runtime import Runtime
+from greengate.services.payments import expire_payment
 from greengate.store.models import RecurringProfile
+from greengate.worker.loop import Worker
 from tests.e2e.test_card_storage import USER, CardShop, add_card, charge_fields, listed, new_shop
 from tests.e2e.test_merchant_payouts import fund
 from tests.e2e.test_merchant_replay import APPROVED, pay
@@ -374,3 +378,30 @@ async def test_a_payout_to_a_purchase_only_card_is_refused_clearly(rt: Runtime, 
         "10005",
     )
     assert "for purchases" in answer["pg_error_description"]
+
+
+# --- result callbacks of payments that end without success ---------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["cancel", "expire"])
+async def test_a_payment_that_ends_unpaid_sends_one_result_with_pg_result_0(
+    rt: Runtime, shop: Shop, ending: str
+) -> None:
+    with CallbackServer(shop.secret) as server:
+        payment_id = await shop.init_ok(pg_result_url=server.url("/shop/result.php"), pg_lifetime="300")
+        if ending == "cancel":
+            (await shop.call("cancel.php", {"pg_payment_id": str(payment_id)})).assert_ok(shop.secret)
+            code = "400"
+        else:
+            async with rt.db.transaction() as session:
+                assert await expire_payment(session, payment_id, utcnow() + timedelta(seconds=301))
+            code = "360"
+        worker = Worker(rt, clock=lambda: utcnow() + timedelta(seconds=400))  # past the lifetime
+        for _ in range(20):
+            if await worker.run_once() == 0:
+                break
+        [result] = server.received("/shop/result.php")
+    assert result.verifies(shop.secret)
+    assert (result["pg_result"], result["pg_failure_code"]) == ("0", code)
+    assert result["pg_failure_description"]
+    assert result["pg_payment_id"] == str(payment_id)
