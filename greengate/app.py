@@ -25,6 +25,7 @@ from greengate.api.exchange.wire import error_body
 from greengate.api.merchant import card_storage as card_storage_api
 from greengate.api.merchant import payouts as merchant_payouts
 from greengate.api.merchant import routes as merchant_routes
+from greengate.api.merchant.protocol import is_merchant_path, unknown_script
 from greengate.body_limit import BodyLimitMiddleware
 from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
@@ -156,6 +157,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 else {"response": "error", "result": "false", "error": str(exc.detail), "code": "http_error"}
             )
             return JSONResponse(body, status_code=exc.status_code)
+        if exc.status_code in (404, 405) and is_merchant_path(request.url.path):
+            return await unknown_script(request)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.get(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 
+from greengate.clock import utcnow
 from greengate.payouts import BitcoinCoreRpcPayout, BtcPayoutBackend, ManualPayout
 from greengate.security.encryption import Keyring
 from greengate.settings import Settings
@@ -18,6 +21,8 @@ class Runtime:
     db: Database
     keyring: Keyring
     http: httpx.AsyncClient = field(repr=False)
+    # The time the Merchant API pipeline acts at; a test or a replay drill passes another clock in.
+    clock: Callable[[], datetime] = field(default=utcnow, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:

@@ -84,6 +84,19 @@ CURRENCY_ALIASES = {"RUR": "RUB"}
 LANGUAGES = ("ru", "en", "kk")
 REQUEST_METHODS = ("GET", "POST", "XML")
 REDIRECT_METHODS = ("GET", "POST", "AUTOGET", "AUTOPOST")
+PAYMENT_METHODS = ("card", "phone")
+
+
+def selected_methods(payment_system: str | None) -> tuple[str, ...]:
+    """The methods a payment may be paid with; `pg_payment_system` may narrow them to one."""
+    system = (payment_system or "").upper()
+    if "CARD" in system:
+        return ("card",)
+    if "MOBILE" in system or "PHONE" in system:
+        return ("phone",)
+    return PAYMENT_METHODS
+
+
 DEFAULT_LIFETIME = 86_400
 MIN_LIFETIME = 300
 MAX_LIFETIME = 7 * 86_400

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,23 +51,10 @@ async def init_payment(
         session, merchant.id, req.currency, req.amount, operation="payment", field="pg_amount"
     )
     if req.order_id is not None:
-        existing = await session.scalar(
-            select(Payment).where(
-                Payment.merchant_id == merchant.id,
-                Payment.order_id == req.order_id,
-                Payment.open_order.is_(True),
-            )
-        )
+        await _serialise_order(session, merchant.id, req.order_id)
+        existing = await _open_order(session, merchant.id, req.order_id)
         if existing is not None:
-            if (existing.amount, existing.currency, existing.description) == (
-                req.amount,
-                req.currency,
-                req.description,
-            ) and S(existing.status) in PAYER_STEPS:
-                return existing  # the same request retried: one payment
-            raise InvalidRequest(
-                f"pg_order_id {req.order_id} already has a payment that is open or paid", field="pg_order_id"
-            )
+            return _same_order(existing, merchant, req)
     urls = dict(req.urls)
     for name in ("check", "result", "refund", "capture", "success", "failure"):
         urls.setdefault(name, getattr(merchant, f"{name}_url") or "")
@@ -117,7 +105,7 @@ async def init_payment(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError:
-        # A concurrent init with the same order id won the race.
+        # Only where the order lock is not taken (SQLite runs one writer at a time anyway).
         raise InvalidRequest(
             f"pg_order_id {req.order_id} already has a payment that is open or paid", field="pg_order_id"
         ) from None
@@ -136,6 +124,82 @@ async def init_payment(
         merchant_id=merchant.id,
     )
     return payment
+
+
+_ORDER_LOCK = select(func.pg_advisory_xact_lock(bindparam("lock_id", type_=BigInteger)))
+
+
+async def _serialise_order(session: AsyncSession, merchant_id: int, order_id: str) -> None:
+    """On PostgreSQL, inits of one merchant order id run one after the other (a transaction-scoped
+    advisory lock), so a concurrent identical request finds the first one's payment instead of
+    colliding with it on the unique index."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"payment-order:{merchant_id}:{order_id}".encode()).digest()
+    await session.execute(_ORDER_LOCK, {"lock_id": int.from_bytes(digest[:8], "big", signed=True)})
+
+
+async def _open_order(session: AsyncSession, merchant_id: int, order_id: str) -> Payment | None:
+    return await session.scalar(
+        select(Payment).where(
+            Payment.merchant_id == merchant_id,
+            Payment.order_id == order_id,
+            Payment.open_order.is_(True),
+        )
+    )
+
+
+def _requested(merchant: Merchant, req: NewPayment) -> dict[str, Any]:
+    """What a request asks of a payment, by parameter name, as the payment would store it."""
+    urls = dict(req.urls)
+    for name in ("check", "result", "refund", "capture", "success", "failure"):
+        urls.setdefault(name, getattr(merchant, f"{name}_url") or "")
+    values: dict[str, Any] = {
+        "pg_amount": req.amount,
+        "pg_currency": req.currency,
+        "pg_description": req.description,
+        "pg_payment_system": req.payment_system,
+        "pg_postpone_payment": req.two_step,
+        "pg_request_method": req.request_method or merchant.request_method or "POST",
+        "pg_recurring_start": req.recurring_start,
+    }
+    for name in ("result", "refund", "capture", "success", "failure"):
+        values[f"pg_{name}_url"] = urls[name] or None
+    checked = "check" in req.urls or merchant.check_enabled
+    values["pg_check_url"] = (urls["check"] or None) if checked else None
+    values["pg_state_url"] = urls.get("state")
+    values["pg_site_url"] = urls.get("site")
+    return values
+
+
+def _stored(payment: Payment) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "pg_amount": payment.amount,
+        "pg_currency": payment.currency,
+        "pg_description": payment.description,
+        "pg_payment_system": payment.payment_system,
+        "pg_postpone_payment": payment.two_step,
+        "pg_request_method": payment.request_method,
+        "pg_recurring_start": payment.recurring_start,
+    }
+    for name in ("check", "result", "refund", "capture", "success", "failure", "state", "site"):
+        values[f"pg_{name}_url"] = getattr(payment, f"{name}_url")
+    return values
+
+
+def _same_order(existing: Payment, merchant: Merchant, req: NewPayment) -> Payment:
+    """A repeated pg_order_id: the same request gets the same payment; any difference is a conflict
+    that names what differs."""
+    requested, stored = _requested(merchant, req), _stored(existing)
+    differing = [name for name, value in requested.items() if stored[name] != value]
+    if differing:
+        raise InvalidRequest(
+            f"pg_order_id {req.order_id} already has payment {existing.id} with another "
+            f"{', '.join(differing)}; repeat it with the same parameters, or use a new pg_order_id",
+            field="pg_order_id",
+            code="order_id_conflict",
+        )
+    return existing
 
 
 async def find_payment(
@@ -216,7 +280,8 @@ async def transition(
             at=now,
         )
     )
-    if target in (S.OK, S.FAILED) and payment.result_url:
+    # Success, and every way a payment ends without one (failed, canceled, expired): pg_result 1 or 0.
+    if (target is S.OK or target in FINAL) and payment.result_url:
         outbox.enqueue(
             session,
             kind=RESULT_CALLBACK,

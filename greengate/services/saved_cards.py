@@ -53,7 +53,14 @@ from greengate.domain.secret import Secret
 from greengate.runtime import Runtime
 from greengate.security.encryption import Keyring
 from greengate.services import outbox, payment_flow, payments
-from greengate.store.models import Merchant, Payment, PaymentAttempt, SavedCard, SavedCardCharge
+from greengate.store.models import (
+    Merchant,
+    Payment,
+    PaymentAttempt,
+    RecurringProfile,
+    SavedCard,
+    SavedCardCharge,
+)
 
 S = PaymentStatus
 CARD_RESULT_CALLBACK = "cardstorage.result"
@@ -347,6 +354,32 @@ async def list_cards(
             .order_by(SavedCard.id)
         )
     )
+
+
+async def recurring_profiles(session: AsyncSession, cards: list[SavedCard], now: datetime) -> dict[int, int]:
+    """The live recurring profile of each card (by card id), where one was started by a payment with
+    it: its check payment or a charge (card/init with pg_recurring_start=1). The newest wins."""
+    if not cards:
+        return {}
+    ids = [card.id for card in cards]
+    by_check = {card.payment_id: card.id for card in cards if card.payment_id is not None}
+    found: dict[int, int] = {}
+    charged = await session.execute(
+        select(SavedCardCharge.saved_card_id, RecurringProfile.id)
+        .join(RecurringProfile, RecurringProfile.payment_id == SavedCardCharge.payment_id)
+        .where(SavedCardCharge.saved_card_id.in_(ids), RecurringProfile.expires_at > now)
+        .order_by(RecurringProfile.id)
+    )
+    checked = await session.execute(
+        select(RecurringProfile.payment_id, RecurringProfile.id)
+        .where(RecurringProfile.payment_id.in_(list(by_check)), RecurringProfile.expires_at > now)
+        .order_by(RecurringProfile.id)
+    )
+    rows = [(card_id, profile_id) for card_id, profile_id in charged]
+    rows += [(by_check[payment_id], profile_id) for payment_id, profile_id in checked]
+    for card_id, profile_id in sorted(rows, key=lambda row: row[1]):
+        found[card_id] = profile_id
+    return found
 
 
 async def find_card(

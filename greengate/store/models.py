@@ -336,16 +336,22 @@ class EncryptionKey(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class MerchantSalt(Base):
-    """pg_salt values seen per merchant, so a replayed signed request is refused."""
+class SignedRequest(Base):
+    """A state-changing signed Merchant API request that was applied, with the answer it got.
 
-    __tablename__ = "merchant_salts"
-    __table_args__ = (UniqueConstraint("merchant_id", "salt"),)
+    Keyed by merchant, script and a digest of the signed parameters (pg_sig included): the very same
+    request sent again gets this answer (signed afresh) and never acts twice. Kept for good: a replay
+    days later must still find it."""
+
+    __tablename__ = "signed_requests"
+    __table_args__ = (UniqueConstraint("merchant_id", "script", "digest"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     merchant_id: Mapped[int] = mapped_column(BigInteger)
-    salt: Mapped[str] = mapped_column(String(100))
-    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    script: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Payment(Base):

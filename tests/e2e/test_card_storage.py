@@ -723,7 +723,7 @@ async def test_payout_card_is_saved_without_cvc_and_resolves_for_payouts(
     rt: Runtime, shop: CardShop, payout_server: CallbackServer
 ) -> None:
     answer = await shop.ok("cardstoragepayout/add", add_fields(payout_server), payout=True)
-    assert "pg_payment_id" not in answer
+    assert str(answer["pg_payment_id"]).isdigit()  # no check payment: the card's own id
     path = page_path(answer)
     page = await shop.client.get(path)
     assert form_of(page) == "card" and 'name="cvc"' not in page.text

@@ -125,11 +125,12 @@ async def test_order_id_is_one_open_payment(rt: Runtime, shop: Shop) -> None:
     # The same request signed anew (fresh salt) is the same payment.
     assert await shop.init_ok(pg_order_id="ORD-1", pg_amount="100") == first_id
     before = await table_counts(rt)
-    (await shop.init(pg_order_id="ORD-1", pg_amount="200")).assert_error(200, shop.secret, "pg_order_id")
+    (await shop.init(pg_order_id="ORD-1", pg_amount="200")).assert_error(200, shop.secret, "pg_amount")
     assert await table_counts(rt) == before
-    # Paid: the order id stays taken even for the identical request.
+    # Paid: the order id stays taken; the identical request still names the same payment.
     assert await pay_card(rt, first_id, APPROVED) == "ok"
-    (await shop.init(pg_order_id="ORD-1", pg_amount="100")).assert_error(200, shop.secret, "pg_order_id")
+    assert await shop.init_ok(pg_order_id="ORD-1", pg_amount="100") == first_id
+    (await shop.init(pg_order_id="ORD-1", pg_amount="300")).assert_error(200, shop.secret, "pg_order_id")
 
     # A failed payment frees its order id; status by order id then reports the newest payment.
     failed_id = await shop.init_ok(pg_order_id="ORD-2")

@@ -261,7 +261,8 @@ async def test_error_cards_fail_the_payout_and_release_the_reservation(
     assert await balances(rt, shop.merchant_id) == (FUNDS, 0, 0)
     status = await shop.status(pg_payment_id=answer["pg_payment_id"])
     assert (status["pg_transaction_status"], status["pg_failure_code"]) == ("failed", str(code))
-    assert status["pg_error_code"] == str(code) and status["pg_failure_description"]
+    # The payer-facing code is pg_failure_code only; the API code is the family's 470.
+    assert status["pg_error_code"] == "470" and status["pg_failure_description"]
     await drain(Worker(rt))
     [callback] = server.received()
     assert (callback["pg_status"], callback["pg_result"], callback["pg_error_code"]) == (
@@ -570,8 +571,8 @@ async def test_reg2reg_pays_out_to_a_saved_card(
 @pytest.mark.parametrize(
     ("number", "status", "payment_status", "code"),
     [
-        (ERROR_10000, "error", "error", "10000"),
-        (ERROR_8888, "error", "error", "8888"),
+        (ERROR_10000, "error", "error", "470"),
+        (ERROR_8888, "error", "error", "470"),
         (PROCESSING_THEN_SUCCESS, "ok", "process", "0"),
     ],
 )
@@ -588,6 +589,8 @@ async def test_reg2reg_answers_the_payouts_outcome(
         payment_status,
         code,
     )
+    if code != "0":  # the payer-facing code only in pg_failure_code
+        assert answer["pg_failure_code"] == {ERROR_10000: "10000", ERROR_8888: "8888"}[number]
     again = await shop.call("reg2reg", fields)
     assert again.params[:-2] == answer.params[:-2]  # the first answer, signed anew
 

@@ -66,13 +66,13 @@ def _link(params: Params, name: str) -> str:
     return parse_url(value, name)
 
 
-def card_fields(card: SavedCard, *, status: str) -> Params:
+def card_fields(card: SavedCard, *, status: str, recurring_profile_id: int | None = None) -> Params:
     fields: Params = [
         ("pg_status", status),
         ("pg_merchant_id", str(card.merchant_id)),
         ("pg_card_id", str(card.id)),
         ("pg_card_token", card.token),
-        ("pg_recurring_profile_id", ""),
+        ("pg_recurring_profile_id", "" if recurring_profile_id is None else str(recurring_profile_id)),
         ("pg_card_hash", card.card_masked or ""),
         ("pg_card_month", (card.card_exp or "").partition("/")[0]),
         ("pg_card_year", (card.card_exp or "").partition("/")[2]),
@@ -102,9 +102,9 @@ def _add(purpose: str) -> Handler:
             request_method=read_choice(params, "pg_request_method", REQUEST_METHODS, None),
         )
         card = await saved_cards.start_add(session, rt, call.merchant, req, call.now, purpose=purpose)
-        fields: Params = []
-        if card.payment_id is not None:
-            fields.append(("pg_payment_id", str(card.payment_id)))
+        # The card check's payment; a payout card is checked without one, so its add answers the
+        # card's own id there (the pg_card_id the result to pg_post_link then carries).
+        fields: Params = [("pg_payment_id", str(card.payment_id if card.payment_id is not None else card.id))]
         return [
             *fields,
             ("pg_merchant_id", str(call.merchant.id)),
@@ -122,7 +122,11 @@ def _list(purpose: str) -> Handler:
         cards = await saved_cards.list_cards(
             session, call.merchant.id, _user_id(call.params), purpose=purpose
         )
-        return [("card", card_fields(card, status="approved")) for card in cards]
+        profiles = await saved_cards.recurring_profiles(session, cards, call.now)
+        return [
+            ("card", card_fields(card, status="approved", recurring_profile_id=profiles.get(card.id)))
+            for card in cards
+        ]
 
     return handler
 
@@ -144,19 +148,21 @@ def _remove(purpose: str) -> Handler:
     return handler
 
 
-def _route(script: str, handler: Handler, key_kind: KeyKind = "payment") -> None:
+def _route(script: str, handler: Handler, key_kind: KeyKind = "payment", *, writes: bool = True) -> None:
     async def endpoint(request: Request, merchant_id: str) -> Response:
-        return await handle(request, handler, key_kind=key_kind, merchant_id=merchant_id)
+        return await handle(
+            request, handler, key_kind=key_kind, merchant_id=merchant_id, writes=script if writes else None
+        )
 
     router.add_api_route(f"{PREFIX}/{script}", endpoint, methods=METHODS, name=script.replace("/", "_"))
 
 
 _route("cardstorage/add", _add("payment"))
 _route("cardstorage/add2", _add("payment"))
-_route("cardstorage/list", _list("payment"))
+_route("cardstorage/list", _list("payment"), writes=False)
 _route("cardstorage/remove", _remove("payment"))
 _route("cardstoragepayout/add", _add("payout"), "payout")
-_route("cardstoragepayout/list", _list("payout"), "payout")
+_route("cardstoragepayout/list", _list("payout"), "payout", writes=False)
 _route("cardstoragepayout/remove", _remove("payout"), "payout")
 
 
@@ -230,7 +236,7 @@ _route("card/direct", _direct)
 async def card_pay(request: Request, merchant_id: str) -> Response:
     """The payer's browser brings the signed link: pay with the saved card, then the checkout page
     (3-D Secure where the card asks for it, else the result and the way back to the shop)."""
-    fields, _, _ = await process(request, _pay, merchant_id=merchant_id)
+    fields, _, _ = await process(request, _pay, merchant_id=merchant_id, writes="card/pay")
     if first(fields, "pg_status") == "ok":
         return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
     code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as safe_et
@@ -112,7 +112,31 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    # Kept for the error answer: a body that fails to parse may still name its merchant.
+    request.state.merchant_api_body = body
+    return body
+
+
+_MERCHANT_ID_IN_BODY = re.compile(
+    rb"(?:^|[&?])pg_merchant_id=([0-9]{1,18})(?:&|$)|<pg_merchant_id>\s*([0-9]{1,18})\s*</pg_merchant_id>"
+    rb'|"pg_merchant_id"\s*:\s*"?([0-9]{1,18})"?',
+    re.MULTILINE,
+)
+
+
+def merchant_id_hint(request: Request) -> str | None:
+    """``pg_merchant_id`` of a request whose parameters could not be read, where it is still legible:
+    the query string, else a plain occurrence in the body (form, XML or JSON) already received."""
+    query = request.scope.get("query_string", b"")
+    for source in (query, getattr(request.state, "merchant_api_body", b"")):
+        source = source[:MAX_BODY_BYTES]
+        # As sent, and percent-decoded (a pg_xml document inside a form).
+        for text in (source, unquote_to_bytes(source.replace(b"+", b" "))):
+            match = _MERCHANT_ID_IN_BODY.search(text)
+            if match is not None:
+                return next(group for group in match.groups() if group).decode("ascii")
+    return None
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:

@@ -6,7 +6,6 @@ from greengate.domain.errors import DomainError, ErrorKind
 
 PG_ERROR_CODES: dict[str, int] = {
     "signature_invalid": 100,
-    "salt_replayed": 100,
     "merchant_unknown": 101,
     "merchant_inactive": 110,
     "action_disabled": 120,
@@ -23,6 +22,7 @@ PG_ERROR_CODES: dict[str, int] = {
     "wrong_phone": 701,
     "phone_not_accepted": 711,
     "no_payment_system": 850,
+    "unknown_script": 600,
     "internal_error": 1000,
     "rate_limited": 1000,
 }

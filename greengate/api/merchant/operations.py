@@ -14,13 +14,13 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
-from greengate.api.merchant.payment_params import KNOWN, parse_url, read_text
+from greengate.api.merchant.payment_params import KNOWN, parse_url, read_text, shop_params
 from greengate.api.merchant.protocol import Handler, MerchantCall, handle, request_fingerprint
 from greengate.api.merchant.status import money
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest
 from greengate.domain.money import parse_amount
 from greengate.domain.params import Params, first
-from greengate.domain.payments import REQUEST_METHODS, TRANSACTION_STATUS, PaymentStatus
+from greengate.domain.payments import CURRENCY_ALIASES, REQUEST_METHODS, TRANSACTION_STATUS, PaymentStatus
 from greengate.runtime import Runtime
 from greengate.services import captures, idempotency, recurring, refunds
 from greengate.services.payments import find_payment
@@ -101,9 +101,9 @@ def _key(call: MerchantCall, header: str | None) -> list[tuple[str, str]]:
         raise InvalidRequest(exc.message, field="pg_idempotency_key") from None
 
 
-def _with_key(make: Callable[[str | None], Handler]) -> Callable[[Request], Awaitable[Response]]:
+def _with_key(make: Callable[[str | None], Handler], script: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        return await handle(request, make(request.headers.get(IDEMPOTENCY_HEADER)))
+        return await handle(request, make(request.headers.get(IDEMPOTENCY_HEADER)), writes=script)
 
     return endpoint
 
@@ -119,6 +119,15 @@ def _revoke(header: str | None) -> Handler:
             payment = await find_payment(
                 session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
             )
+            currency = read_text(call.params, "pg_currency", max_length=3)
+            if (
+                currency is not None
+                and CURRENCY_ALIASES.get(currency.upper(), currency.upper()) != payment.currency
+            ):
+                raise InvalidRequest(
+                    f"pg_currency {currency} is not the payment's currency ({payment.currency})",
+                    field="pg_currency",
+                )
             amount = _amount(call.params, "pg_refund_amount", payment.currency)
             refund = await refunds.refund_payment(
                 session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
@@ -204,7 +213,7 @@ def _recurring(header: str | None) -> Handler:
                 order_id=order_id,
                 urls=urls,
                 request_method=method.upper() if method else None,
-                extras=[(n, v) for n, v in params if n not in RECURRING_KNOWN and isinstance(v, str)],
+                extras=shop_params(params, RECURRING_KNOWN),
             )
             payment, profile = await recurring.charge(session, rt, call.merchant, req, call.now)
             fields: Params = [
@@ -228,6 +237,8 @@ def _recurring(header: str | None) -> Handler:
     return handler
 
 
-router.add_api_route("/revoke.php", _with_key(_revoke), methods=METHODS)
-router.add_api_route("/do_capture.php", _with_key(_capture), methods=METHODS)
-router.add_api_route("/make_recurring_payment.php", _with_key(_recurring), methods=METHODS)
+router.add_api_route("/revoke.php", _with_key(_revoke, "revoke.php"), methods=METHODS)
+router.add_api_route("/do_capture.php", _with_key(_capture, "do_capture.php"), methods=METHODS)
+router.add_api_route(
+    "/make_recurring_payment.php", _with_key(_recurring, "make_recurring_payment.php"), methods=METHODS
+)

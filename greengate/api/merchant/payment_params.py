@@ -68,6 +68,8 @@ KNOWN = frozenset(
         *URL_PARAMS,
     }
 )
+# The shop's own (non-pg_) parameters of one request, names and values in UTF-8 bytes.
+MAX_SHOP_PARAMS_BYTES = 64 * 1024
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 
 
@@ -159,7 +161,9 @@ def parse_init(params: Params) -> NewPayment:
         phone = phone.lstrip("+")
         if not phone.isascii() or not phone.isdigit() or not 10 <= len(phone) <= 15:
             raise InvalidRequest(
-                "pg_user_phone must be digits with the country code first", field="pg_user_phone"
+                "pg_user_phone must be digits with the country code first",
+                field="pg_user_phone",
+                code="wrong_phone",
             )
     email = read_text(params, "pg_user_contact_email", max_length=200) or read_text(
         params, "pg_user_email", max_length=200
@@ -200,8 +204,21 @@ def parse_init(params: Params) -> NewPayment:
         recurring_lifetime=recurring_lifetime,
         idempotency_key=read_text(params, "pg_idempotency_key", max_length=200),
         receipt=_receipt(params),
-        extras=[(name, value) for name, value in params if name not in KNOWN and isinstance(value, str)],
+        extras=shop_params(params, KNOWN),
     )
+
+
+def shop_params(params: Params, known: frozenset[str]) -> list[tuple[str, str]]:
+    """The shop's own parameters, kept and echoed in callbacks: at most MAX_SHOP_PARAMS_BYTES in all."""
+    extras = [(name, value) for name, value in params if name not in known and isinstance(value, str)]
+    size = sum(len(name.encode()) + len(value.encode()) for name, value in extras)
+    if size > MAX_SHOP_PARAMS_BYTES:
+        raise InvalidRequest(
+            f"the shop's own parameters take {size} bytes; at most {MAX_SHOP_PARAMS_BYTES} are kept",
+            field=extras[0][0],
+            code="shop_params_too_large",
+        )
+    return extras
 
 
 def _receipt(params: Params) -> list[dict[str, str]] | None:

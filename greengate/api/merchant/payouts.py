@@ -12,7 +12,14 @@ from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.exchange.wire import wire_time
-from greengate.api.merchant.payment_params import parse_currency, parse_money, parse_url, read_flag, read_text
+from greengate.api.merchant.payment_params import (
+    parse_currency,
+    parse_money,
+    parse_url,
+    read_flag,
+    read_text,
+    shop_params,
+)
 from greengate.api.merchant.protocol import Handler, MerchantCall, process, request_fingerprint, signed, xml
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.errors import InvalidRequest
@@ -128,7 +135,7 @@ def parse_payout(params: Params, kind: PayoutKind, now: datetime, header_key: st
         card_id=card_id,
         card_token=card_token,
         idempotency_key=key or header_key,
-        extras=[(name, value) for name, value in params if name not in KNOWN and isinstance(value, str)],
+        extras=shop_params(params, KNOWN),
     )
 
 
@@ -139,10 +146,19 @@ def _money(payout: Payout) -> str:
     return format_minor(payout.amount, payout.currency)
 
 
+# A declined payout's answer: the payment system's refusal in the family's API code; the payer-facing
+# code (10000, 10001, ...) only in pg_failure_code.
+PAYOUT_DECLINED = 470
+
+
 def _error_fields(payout: Payout) -> Params:
+    if payout.failure_code is None:
+        return [("pg_error_code", "0"), ("pg_error_description", "")]
     return [
-        ("pg_error_code", str(payout.failure_code or 0)),
+        ("pg_error_code", str(PAYOUT_DECLINED)),
         ("pg_error_description", payout.failure_description or ""),
+        ("pg_failure_code", str(payout.failure_code)),
+        ("pg_failure_description", payout.failure_description or ""),
     ]
 
 
@@ -185,11 +201,6 @@ def status_fields(payout: Payout) -> Params:
         ("pg_card_hash", payout.card_masked or ""),
         *_error_fields(payout),
     ]
-    if payout.failure_code is not None:
-        fields += [
-            ("pg_failure_code", str(payout.failure_code)),
-            ("pg_failure_description", payout.failure_description or ""),
-        ]
     return fields
 
 
@@ -249,8 +260,8 @@ def _creator(kind: PayoutKind, header_key: str | None) -> Handler:
     return handler
 
 
-async def _answer(request: Request, handler: Handler) -> Response:
-    fields, secret, script = await process(request, handler, key_kind="payout")
+async def _answer(request: Request, handler: Handler, writes: str | None = None) -> Response:
+    fields, secret, script = await process(request, handler, key_kind="payout", writes=writes)
     if len(fields) > 1 and fields[0] == ("pg_status", "ok") and fields[1][0] == "pg_status":
         fields = fields[1:]  # the answer names the payout's own pg_status (reg2reg)
     return xml(signed(script, fields, secret), request)
@@ -259,13 +270,17 @@ async def _answer(request: Request, handler: Handler) -> Response:
 @router.api_route("/api/reg2nonreg", methods=METHODS)
 async def reg2nonreg(request: Request) -> Response:
     """Payout to a card the recipient enters on the hosted page."""
-    return await _answer(request, _creator(PayoutKind.TO_NEW_CARD, request.headers.get(IDEMPOTENCY_HEADER)))
+    return await _answer(
+        request, _creator(PayoutKind.TO_NEW_CARD, request.headers.get(IDEMPOTENCY_HEADER)), "api/reg2nonreg"
+    )
 
 
 @router.api_route("/api/reg2reg", methods=METHODS)
 async def reg2reg(request: Request) -> Response:
     """Payout to a saved payout card."""
-    return await _answer(request, _creator(PayoutKind.TO_SAVED_CARD, request.headers.get(IDEMPOTENCY_HEADER)))
+    return await _answer(
+        request, _creator(PayoutKind.TO_SAVED_CARD, request.headers.get(IDEMPOTENCY_HEADER)), "api/reg2reg"
+    )
 
 
 async def _status(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:

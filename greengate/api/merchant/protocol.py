@@ -1,47 +1,59 @@
 """The Merchant API request pipeline: parse any transport, identify the merchant, verify pg_sig,
-refuse replayed salts, run the use case in one transaction, answer signed XML.
+run the use case in one transaction, answer signed XML.
 
-Only when the merchant cannot be identified is the answer unsigned (code 101)."""
+`pg_salt` is not a nonce in this protocol family (published clients draw it from 1..10000), so no salt
+is tracked. Reads store nothing. A state-changing request is recorded with its answer, keyed by the
+merchant, the script and a digest of the signed parameters (pg_sig included): the very same request
+sent again, however much later, gets the first answer signed afresh and never acts twice.
+
+Every answer is signed with the merchant's key whenever the merchant can be identified: from a readable
+`pg_merchant_id` or the `v1/merchant/{id}` path, even when the request fails to parse or to authenticate
+(clients that verify error answers refuse unsigned ones). That is safe because an answer cannot be
+posted back as a request: a request carrying answer-only fields (`pg_status`, `pg_error_code`, ...) is
+refused before its signature is even checked. Only when the merchant cannot be identified is the
+answer unsigned (code 101)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 import structlog
 from fastapi import Request, Response
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
-from greengate.api.merchant.codec import read_params, render_xml
+from greengate.api.merchant.codec import merchant_id_hint, read_params, render_xml
 from greengate.api.merchant.errors import pg_error_code
-from greengate.clock import utcnow
+from greengate.api.merchant.known_params import answer_fields, unknown_names
 from greengate.domain.errors import (
     DomainError,
     InvalidRequest,
     MerchantInactive,
     MerchantUnknown,
+    NotFound,
     SignatureInvalid,
     TooManyRequests,
     Unavailable,
 )
 from greengate.domain.ids import id_number
-from greengate.domain.params import Params, first
+from greengate.domain.params import Params, ParamValue, first
 from greengate.domain.signature import new_salt, script_name_from_url, verify, with_signature
 from greengate.metrics import REQUESTS_REFUSED
 from greengate.runtime import Runtime
 from greengate.services import idempotency, throttles
 from greengate.services.merchants import payout_secret, secret_key
-from greengate.store.models import Merchant, MerchantSalt
+from greengate.store import signed_requests
+from greengate.store.models import Merchant
 
 log = structlog.get_logger(__name__)
 XML_TYPE = "text/xml; charset=utf-8"
-SALT_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -120,36 +132,76 @@ async def _merchant(session: AsyncSession, params: Params, path_merchant_id: str
     return merchant
 
 
-async def _consume_salt(session: AsyncSession, merchant_id: int, params: Params, now: datetime) -> None:
+def _check_salt(params: Params) -> None:
+    """Present and bounded; any value is accepted (it is no nonce)."""
     salt = first(params, "pg_salt")
     if not salt:
         raise InvalidRequest("pg_salt is required", field="pg_salt")
     if len(salt) > 100:
         raise InvalidRequest("pg_salt is longer than 100 characters", field="pg_salt")
-    row = await session.scalar(
-        select(MerchantSalt)
-        .where(MerchantSalt.merchant_id == merchant_id, MerchantSalt.salt == salt)
-        .with_for_update()
-    )
-    if row is not None and now - row.seen_at < SALT_WINDOW:
-        raise SignatureInvalid(
-            "pg_salt was already used: a request is signed with a fresh salt", code="salt_replayed"
-        )
-    if row is not None:
-        row.seen_at = now
-    else:
-        session.add(MerchantSalt(merchant_id=merchant_id, salt=salt, seen_at=now))
+
+
+async def _hinted_secret(
+    rt: Runtime, request: Request, path_merchant_id: str | None, key_kind: KeyKind
+) -> str | None:
+    """The signing secret for an answer to a request that could not be read, when the merchant is
+    still legible (the path, the query string or the raw body); None when it is not."""
+    raw = path_merchant_id or merchant_id_hint(request)
+    merchant_id = id_number(raw)
+    if merchant_id is None:
+        return None
+    try:
+        async with rt.db.transaction() as session:
+            merchant = await session.get(Merchant, merchant_id)
+    except Exception:
+        log.exception("merchant_api_hint_failed", path=request.url.path)
+        return None
+    if merchant is None or merchant.secret_key_enc is None:
+        return None
+    return secret_key(rt.keyring, merchant) if key_kind == "payment" else payout_secret(rt.keyring, merchant)
+
+
+def request_digest(params: Params) -> str:
+    """The signed request as received (parameters in order, pg_salt and pg_sig included): equal only for
+    the very same request, whichever transport carried it."""
+    encoded = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _encode_answer(fields: Params) -> str:
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
+def _decode_value(value: object) -> ParamValue:
+    if isinstance(value, str):
+        return value
+    assert isinstance(value, list)
+    return [(str(name), _decode_value(item)) for name, item in value]
+
+
+def _decode_answer(stored: str) -> Params:
+    decoded = _decode_value(json.loads(stored))
+    assert isinstance(decoded, list)
+    return decoded
 
 
 async def process(
-    request: Request, handler: Handler, *, key_kind: KeyKind = "payment", merchant_id: str | None = None
+    request: Request,
+    handler: Handler,
+    *,
+    key_kind: KeyKind = "payment",
+    merchant_id: str | None = None,
+    writes: str | None = None,
 ) -> tuple[Params, str | None, str]:
     """Run one Merchant API call; returns the response fields, the signing secret (None: unsigned)
-    and the script name the response is signed with."""
+    and the script name the response is signed with.
+
+    `writes` names a state-changing operation: its applied requests are recorded under that name and
+    a repeat gets the first answer. None is a read, which writes nothing."""
     rt: Runtime = request.app.state.runtime
     script = script_name_from_url(request.url.path)
     signing_secret: str | None = None
-    verdict = await throttles.check_failures(rt.db, _failure_rule(rt), _address(request), utcnow())
+    verdict = await throttles.check_failures(rt.db, _failure_rule(rt), _address(request), rt.clock())
     if not verdict.allowed:
         REQUESTS_REFUSED.labels("merchant", "auth_throttled").inc()
         request.state.retry_after = verdict.retry_after
@@ -157,6 +209,8 @@ async def process(
             "too many failed signatures from this address; try again later", retry_after=verdict.retry_after
         )
         return error_fields(error), None, script
+    merchant: Merchant | None = None
+    digest = ""
     try:
         params = await read_params(request, max_bytes=rt.settings.max_request_bytes)
         async with rt.db.transaction() as session:
@@ -166,26 +220,66 @@ async def process(
                 if key_kind == "payment"
                 else payout_secret(rt.keyring, merchant)
             )
+            answer_only = answer_fields(params)
+            if answer_only:
+                raise SignatureInvalid(
+                    f"{answer_only[0]} is a field of answers, not of requests: an answer is not a request",
+                    code="answer_as_request",
+                )
             if not verify(script, params, signing_secret):
-                raise SignatureInvalid("wrong signature (pg_sig)")
+                # An alias without ".php" (/init_payment): clients sign with the script's own name.
+                canonical = f"{script}.php"
+                if script.endswith(".php") or not verify(canonical, params, signing_secret):
+                    raise SignatureInvalid("wrong signature (pg_sig)")
+                script = canonical
             if not merchant.active:
                 raise MerchantInactive("the merchant's contract is inactive")
-            now = utcnow()
-            await _consume_salt(session, merchant.id, params, now)
+            _check_salt(params)
+            unknown = unknown_names(params)
+            if unknown:
+                raise InvalidRequest(
+                    f"unknown parameter {unknown[0]}: pg_ names are the protocol's; "
+                    "a shop's own parameters go without the pg_ prefix",
+                    field=unknown[0],
+                    code="unknown_parameter",
+                )
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
-            fields = await handler(session, rt, MerchantCall(merchant, params, script, now))
+            now = rt.clock()
+            if writes is None:
+                fields = await handler(session, rt, MerchantCall(merchant, params, script, now))
+            else:
+                digest = request_digest(params)
+                stored = await signed_requests.find_answer(session, merchant.id, writes, digest)
+                if stored is not None:
+                    return _decode_answer(stored), signing_secret, script
+                fields = [
+                    ("pg_status", "ok"),
+                    *await handler(session, rt, MerchantCall(merchant, params, script, now)),
+                ]
+                await signed_requests.record(
+                    session, merchant.id, writes, digest, _encode_answer(fields), now
+                )
+                return fields, signing_secret, script
         return [("pg_status", "ok"), *fields], signing_secret, script
     except DomainError as exc:
         if _is_auth_failure(exc):
-            await throttles.count_failure(rt.db, _failure_rule(rt), _address(request), utcnow())
+            await throttles.count_failure(rt.db, _failure_rule(rt), _address(request), rt.clock())
+        if signing_secret is None and not isinstance(exc, MerchantUnknown):
+            signing_secret = await _hinted_secret(rt, request, merchant_id, key_kind)
         return error_fields(exc), signing_secret, script
     except ClientDisconnect:
         # The client left, or the body limit cut the body off and answered 413 already.
         gone: DomainError = Unavailable("the request body did not arrive", code="client_gone")
         return error_fields(gone), signing_secret, script
     except IntegrityError:
-        # Two requests raced on the same salt (or order id): the loser is a replay.
-        err: DomainError = SignatureInvalid("pg_salt was already used", code="salt_replayed")
+        # The same request applied concurrently: the first one's answer is this one's too.
+        if merchant is not None and writes is not None and digest:
+            async with rt.db.transaction() as session:
+                stored = await signed_requests.find_answer(session, merchant.id, writes, digest)
+            if stored is not None:
+                return _decode_answer(stored), signing_secret, script
+        log.warning("merchant_api_conflict", path=request.url.path)
+        err: DomainError = Unavailable("a concurrent request conflicted; retry", code="internal_error")
         return error_fields(err), signing_secret, script
     except Exception:
         log.exception("merchant_api_unhandled", path=request.url.path)
@@ -194,7 +288,54 @@ async def process(
 
 
 async def handle(
-    request: Request, handler: Handler, *, key_kind: KeyKind = "payment", merchant_id: str | None = None
+    request: Request,
+    handler: Handler,
+    *,
+    key_kind: KeyKind = "payment",
+    merchant_id: str | None = None,
+    writes: str | None = None,
 ) -> Response:
-    fields, key, script = await process(request, handler, key_kind=key_kind, merchant_id=merchant_id)
+    fields, key, script = await process(
+        request, handler, key_kind=key_kind, merchant_id=merchant_id, writes=writes
+    )
     return xml(signed(script, fields, key), request)
+
+
+# Paths that are not the Merchant API's: their own 404s stay as they are.
+_OTHER_SURFACES = (
+    "/api/v2",
+    "/admin",
+    "/pay/",
+    "/cards/",
+    "/payout",
+    "/static",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+)
+
+
+_MERCHANT_PATH = re.compile(r"/v1/merchant/([0-9]{1,18})/")
+
+
+def is_merchant_path(path: str) -> bool:
+    return not path.startswith(_OTHER_SURFACES)
+
+
+async def unknown_script(request: Request) -> Response:
+    """An unknown path answers in the protocol's shape: a signed XML error when the merchant is legible."""
+    rt: Runtime = request.app.state.runtime
+    script = script_name_from_url(request.url.path)
+    error = NotFound(f"unknown script {request.url.path[:200]}", code="unknown_script")
+    raw: str | None
+    try:
+        raw = first(await read_params(request, max_bytes=rt.settings.max_request_bytes), "pg_merchant_id")
+    except DomainError:
+        raw = merchant_id_hint(request)
+    in_path = _MERCHANT_PATH.match(request.url.path)
+    if in_path is not None:
+        raw = in_path.group(1)
+    secret = None
+    if id_number(raw) is not None:
+        secret = await _hinted_secret(rt, request, raw, "payment")
+    return xml(signed(script, error_fields(error), secret), request)

@@ -6,6 +6,7 @@ from html import escape
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.merchant import operations
@@ -13,6 +14,7 @@ from greengate.api.merchant.payment_params import parse_currency, parse_init, pa
 from greengate.api.merchant.protocol import MerchantCall, handle, process, request_fingerprint
 from greengate.api.merchant.status import money, status3_fields, status_fields
 from greengate.domain.params import Params, first
+from greengate.domain.payments import selected_methods
 from greengate.runtime import Runtime
 from greengate.services import idempotency, refunds, saved_cards
 from greengate.services.payments import cancel_payment, find_payment, init_payment, latest_attempt, page_url
@@ -44,19 +46,23 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
     return [
         ("pg_payment_id", str(payment.id)),
         ("pg_redirect_url", page_url(rt, payment)),
-        ("pg_redirect_url_type", "need data"),
+        # The method is chosen already (pg_payment_system): the page goes straight to it.
+        (
+            "pg_redirect_url_type",
+            "payment system" if len(selected_methods(payment.payment_system)) == 1 else "need data",
+        ),
     ]
 
 
 @router.api_route("/init_payment.php", methods=METHODS)
 async def init_payment_php(request: Request) -> Response:
-    return await handle(request, _init)
+    return await handle(request, _init, writes="init_payment.php")
 
 
 @router.api_route("/payment.php", methods=METHODS)
 async def payment_php(request: Request) -> Response:
     """The payer's browser brings the signed parameters: create the payment and go to its page."""
-    fields, _, _ = await process(request, _init)
+    fields, _, _ = await process(request, _init, writes="payment.php")
     if first(fields, "pg_status") == "ok":
         return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
     code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")
@@ -119,7 +125,7 @@ async def _cancel(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Par
 
 @router.api_route("/cancel.php", methods=METHODS)
 async def cancel_php(request: Request) -> Response:
-    return await handle(request, _cancel)
+    return await handle(request, _cancel, writes="cancel.php")
 
 
 PAYMENT_SYSTEMS = (("BANKCARD", "Bank card"), ("MOBILE_COMMERCE", "Mobile commerce (phone balance)"))
@@ -151,3 +157,15 @@ async def ps_list_php(request: Request) -> Response:
 
 # revoke.php, do_capture.php, make_recurring_payment.php
 router.include_router(operations.router)
+
+
+def _add_aliases() -> None:
+    """Each script also under the names clients of this family use: without ".php" and under "api/"."""
+    for route in list(router.routes):
+        if isinstance(route, APIRoute) and route.path.endswith(".php"):
+            bare = route.path.removesuffix(".php")
+            for alias in (bare, f"/api{route.path}", f"/api{bare}"):
+                router.add_api_route(alias, route.endpoint, methods=sorted(route.methods or ()), name=alias)
+
+
+_add_aliases()

@@ -31,7 +31,7 @@ from greengate.clock import utcnow
 from greengate.domain.card_rules import CardFormError, validate_card_form
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionExpired
 from greengate.domain.money import format_minor
-from greengate.domain.payments import PAYER_STEPS, PaymentStatus
+from greengate.domain.payments import PAYER_STEPS, PaymentStatus, selected_methods
 from greengate.domain.signature import new_salt
 from greengate.runtime import Runtime
 from greengate.services import payment_flow
@@ -180,12 +180,7 @@ def mask_phone(digits: str) -> str:
 
 def methods_for(payment: Payment) -> tuple[str, ...]:
     """The payment methods the page offers; `pg_payment_system` may select one of them."""
-    system = (payment.payment_system or "").upper()
-    if "CARD" in system:
-        return ("card",)
-    if "MOBILE" in system or "PHONE" in system:
-        return ("phone",)
-    return METHODS
+    return selected_methods(payment.payment_system)
 
 
 def split_expiry(text: str) -> tuple[str, str]:

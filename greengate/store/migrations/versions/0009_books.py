@@ -6,7 +6,7 @@ from its entries and stored as two BIGINT halves (hi * 2**62 + lo), which also r
 had already left 64-bit integers.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ from alembic import op
 import greengate.store.types
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
