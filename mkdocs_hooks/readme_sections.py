@@ -2,7 +2,8 @@
 tell the same tour.
 
 A line `<!-- readme: Section title -->` in a page is replaced by that README section: its heading and
-everything up to the next heading of the same or a higher level. Links into docs/ are rewritten to
+everything up to the next heading of the same or a higher level. `<!-- readme client/README.md: Title -->`
+takes the section from another README of the repository. Links into docs/ are rewritten to
 be relative to the page; a link to any other file of the repository fails the build, since the site
 cannot show it."""
 
@@ -13,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-MARKER = re.compile(r"^<!-- readme: (.+?) -->$", re.M)
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = re.compile(r"^<!-- readme(?: ([\w./-]+))?: (.+?) -->$", re.M)
 HEADING = re.compile(r"^(#{1,6}) (.+)$", re.M)
 LINK = re.compile(r"\]\((?!https?://|#|mailto:)([^)\s]+)\)")
 
@@ -30,12 +31,12 @@ def readme_section(text: str, title: str) -> str:
     raise ValueError(f"README.md has no section {title!r}")
 
 
-def relink(section: str, page_path: str) -> str:
-    """README links are relative to the repository root; make them relative to the page in docs/."""
+def relink(section: str, page_path: str, readme: str = "README.md") -> str:
+    """README links are relative to the README's folder; make them relative to the page in docs/."""
     page_dir = posixpath.dirname(page_path)
 
     def fix(match: re.Match[str]) -> str:
-        target = match.group(1)
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(readme), match.group(1)))
         if not target.startswith("docs/"):
             raise ValueError(f"README section links to {target}, which is not part of the site")
         return f"]({posixpath.relpath(target.removeprefix('docs/'), page_dir or '.')})"
@@ -46,5 +47,9 @@ def relink(section: str, page_path: str) -> str:
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     if not MARKER.search(markdown):
         return markdown
-    readme = README.read_text(encoding="utf-8")
-    return MARKER.sub(lambda m: relink(readme_section(readme, m.group(1)), page.file.src_uri), markdown)
+    def section(match: re.Match[str]) -> str:
+        readme = match.group(1) or "README.md"
+        text = (ROOT / readme).read_text(encoding="utf-8")
+        return relink(readme_section(text, match.group(2)), page.file.src_uri, readme)
+
+    return MARKER.sub(section, markdown)
