@@ -106,6 +106,15 @@ def _echo(data: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=None if as_json else 2) if as_json else text)
 
 
+def _upgrade(url: str) -> None:
+    from alembic.util.exc import CommandError
+
+    try:
+        migrations.upgrade(url)
+    except CommandError as exc:  # e.g. a database migrated by a newer release
+        _fail(f"cannot migrate the database: {exc}; a newer greengate may have migrated it")
+
+
 @app.command()
 def migrate() -> None:
     """Apply database migrations (back up first: docs/backups.md)."""
@@ -114,7 +123,7 @@ def migrate() -> None:
         migrations.probe(url)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
-    migrations.upgrade(url)
+    _upgrade(url)
     typer.echo("migrations applied")
 
 
@@ -134,7 +143,7 @@ def serve(
         migrations.probe(settings.database_url)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
-    migrations.upgrade(settings.database_url)
+    _upgrade(settings.database_url)
     _run(_keys_ready, check_schema=False)
     local = local_base_url(host, port)
     if not settings.public_base_url:
