@@ -801,7 +801,9 @@ def merchant_cap(
     clear: bool = typer.Option(False, "--clear", help="Remove the merchant's cap: the gateway's applies"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Set a merchant's own cap on one payment, refund, capture or payout (below the gateway's)."""
+    """Set a merchant's cap on one payment, refund, capture or payout.
+
+    The cap can only be below the gateway's own cap for the currency."""
     from greengate.domain.amount_caps import default_cap, parse_cap
     from greengate.services.amount_caps import caps_of, set_cap
 
@@ -830,7 +832,9 @@ def merchant_cap(
 
 @ledger_app.command("check")
 def ledger_check() -> None:
-    """Recompute each book (live, test) from its entries; print OK per book, or the problems and exit 1."""
+    """Recompute each book (live, test) from its entries; exit 1 on any problem.
+
+    Prints OK per book, or each book's problems."""
     from greengate.services.ledger import check_books
 
     async def work(rt: Runtime) -> dict[str, list[str]]:
@@ -870,7 +874,9 @@ def ledger_balances(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Account balances on each account's normal side, in major units, labelled with their book.
+    """Account balances in major units, labelled with their book (live or test).
+
+    Each balance is on its account's normal side.
 
     Only the live book holds money that can be paid out; the test book's is not real money."""
     from greengate.domain.ledger import Book
