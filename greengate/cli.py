@@ -66,7 +66,8 @@ def _echo(data: Any, as_json: bool, text: str) -> None:
 @app.command()
 def migrate() -> None:
     """Apply database migrations."""
-    migrations.upgrade(get_settings().database_url)
+    settings = get_settings()
+    migrations.upgrade(settings.database_url, pooler=settings.database_pooler)
     typer.echo("migrations applied")
 
 
@@ -82,7 +83,7 @@ def serve(
     import uvicorn
 
     settings = get_settings()
-    migrations.upgrade(settings.database_url)
+    migrations.upgrade(settings.database_url, pooler=settings.database_pooler)
     if demo:
         from greengate.demo import seed
 

@@ -13,17 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, pooler: str = "none") -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would choke on a '%' in a password.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["pooler"] = pooler
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, pooler: str = "none") -> None:
     """Apply migrations; must be called where no event loop is running (Alembic runs its own)."""
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, pooler), revision)
 
 
 def head_revision(url: str) -> str | None:
