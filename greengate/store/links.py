@@ -145,10 +145,10 @@ class AsyncpgPool:
     """The database's own asyncpg connections, opened as needed up to `size`.
 
     `pooled` is for a transaction-pooling PgBouncer in front of PostgreSQL: the server connection
-    behind a client connection may change after every transaction. Statements then go unnamed and
-    uncached, and every link runs in a transaction, since an unnamed statement is parsed and then
-    executed in two exchanges that only a transaction keeps on one server connection. Session
-    settings cannot be kept either (an operator sets them on the database or role instead)."""
+    behind a client connection may change whenever the server reports itself idle. Statements then
+    go unnamed and uncached, and every link runs in a transaction: a transaction is the boundary
+    PgBouncer keeps, whatever messages the driver sends within it. Session settings cannot be kept
+    either (an operator sets them on the database or role instead)."""
 
     def __init__(self, url: str, dialect: Dialect, size: int, *, pooled: bool = False) -> None:
         self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
