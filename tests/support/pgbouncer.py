@@ -27,9 +27,11 @@ def find_pgbouncer(install: bool = True) -> tuple[str | None, str]:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return None, "pgbouncer is not installed and cannot be installed here (needs root and apt-get)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "pgbouncer"], env=env, capture_output=True, timeout=600
-    )
+    command = ["apt-get", "install", "-y", "-q", "pgbouncer"]
+    done = subprocess.run(command, env=env, capture_output=True, timeout=600)
+    if done.returncode != 0:  # stale package lists: refresh them once
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        done = subprocess.run(command, env=env, capture_output=True, timeout=600)
     found = shutil.which("pgbouncer") or next((p for p in SEARCH if Path(p).exists()), None)
     if found:
         return found, ""
