@@ -56,7 +56,8 @@ def _fail(message: str) -> NoReturn:
 
 def _prepare_schema() -> None:
     try:
-        if migrations.prepare_schema(get_settings().database_url):
+        settings = get_settings()
+        if migrations.prepare_schema(settings.database_url, pooler=settings.database_pooler):
             typer.echo("the database was empty: migrations applied", err=True)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
@@ -106,11 +107,11 @@ def _echo(data: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=None if as_json else 2) if as_json else text)
 
 
-def _upgrade(url: str) -> None:
+def _upgrade(url: str, pooler: str) -> None:
     from alembic.util.exc import CommandError
 
     try:
-        migrations.upgrade(url)
+        migrations.upgrade(url, pooler=pooler)
     except CommandError as exc:  # e.g. a database migrated by a newer release
         _fail(f"cannot migrate the database: {exc}; a newer greengate may have migrated it")
 
@@ -118,12 +119,12 @@ def _upgrade(url: str) -> None:
 @app.command()
 def migrate() -> None:
     """Apply database migrations (back up first: docs/backups.md)."""
-    url = get_settings().database_url
+    settings = get_settings()
     try:
-        migrations.probe(url)
+        migrations.probe(settings.database_url, pooler=settings.database_pooler)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
-    _upgrade(url)
+    _upgrade(settings.database_url, settings.database_pooler)
     typer.echo("migrations applied")
 
 
@@ -140,10 +141,10 @@ def serve(
 
     settings = get_settings()
     try:
-        migrations.probe(settings.database_url)
+        migrations.probe(settings.database_url, pooler=settings.database_pooler)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
-    _upgrade(settings.database_url)
+    _upgrade(settings.database_url, settings.database_pooler)
     _run(_keys_ready, check_schema=False)
     local = local_base_url(host, port)
     if not settings.public_base_url:
