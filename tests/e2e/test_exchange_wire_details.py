@@ -282,7 +282,7 @@ async def test_payer_page_of_an_order_past_its_time_says_not_to_pay_before_the_s
     _, order = await an_awaiting_order(app_client, rt)
     await past_its_time(rt, order)
 
-    response = await app_client.get(urlsplit(order["fast_link"]).path)
+    response = await app_client.get(urlsplit(order["fast_link"]).path, params={"lang": "en"})
 
     assert response.status_code == 200
     assert "The time to pay has run out. Do not transfer money for this order." in response.text
