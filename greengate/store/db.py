@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +12,6 @@ from uuid import uuid4
 from sqlalchemy import Table, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -89,8 +87,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # An acknowledged write must survive a power cut: FULL syncs the WAL at every commit. Group
-        # commit (`SqliteWriter`) makes that one sync per group of transactions, not one per request.
+        # An acknowledged write must survive a power cut: FULL syncs the WAL at every commit.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
@@ -136,78 +133,6 @@ def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-class SqliteWriter:
-    """One connection that runs every transaction of a process on SQLite, committing them a group at a
-    time.
-
-    SQLite has one writer at a time anyway; queueing transactions on an asyncio lock instead of on
-    the file lock's sleep-and-retry removes the wait's jitter, and one durable commit (one sync of the
-    WAL) then covers every transaction that ran while the previous group's were queued. Each
-    transaction runs in a savepoint of the group's, so a failure rolls back that transaction only, and
-    none of them returns before the group's commit is on disk: nothing is acknowledged that a crash
-    or power cut could take back.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._lock = asyncio.Lock()
-        self._conn: AsyncConnection | None = None
-        self._group: asyncio.Future[None] | None = None  # the open group's commit
-
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[AsyncConnection]:
-        """The writer's connection for one transaction, inside a savepoint of the open group; on a clean
-        exit, waits until the group is committed."""
-        async with self._lock:
-            conn = await self._open_group()
-            group = self._group
-            assert group is not None
-            async with conn.begin_nested():
-                yield conn
-        # shield: one caller giving up must not cancel the commit the others wait for
-        await asyncio.shield(group)
-
-    async def _open_group(self) -> AsyncConnection:
-        if self._conn is None:
-            self._conn = await self.engine.connect()
-        if self._group is None:
-            await self._conn.begin()  # BEGIN IMMEDIATE (the "begin" listener): the file's write lock
-            self._group = asyncio.get_running_loop().create_future()
-            # The commit queues on the lock behind the transactions already waiting, which join this
-            # group; those arriving later queue behind the commit and form the next one.
-            asyncio.create_task(self._commit(self._group))  # noqa: RUF006 - awaited through the group
-        return self._conn
-
-    async def _commit(self, group: asyncio.Future[None]) -> None:
-        async with self._lock:
-            conn, self._group = self._conn, None
-            assert conn is not None
-            try:
-                await conn.commit()
-            except BaseException as exc:
-                # The group is lost as a whole; start the next one on a fresh connection.
-                self._conn = None
-                await _discard(conn)
-                group.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                group.set_result(None)
-
-    async def close(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                await _discard(self._conn)
-                self._conn = None
-
-
-async def _discard(conn: AsyncConnection) -> None:
-    try:
-        await conn.rollback()
-    finally:
-        await conn.close()
-
-
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20, pooler: str = "none") -> None:
         self.url = url
@@ -220,22 +145,12 @@ class Database:
             if self.dialect == "postgresql"
             else None
         )
-        self._writer = SqliteWriter(self.engine) if self.dialect == "sqlite" else None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction, committed once at the end, rolled back on error."""
-        if self._writer is None:
-            async with self.sessions() as session, session.begin():
-                yield session
-            return
-        async with self._writer.unit() as conn:
-            session = self.sessions(bind=conn, join_transaction_mode="create_savepoint")
-            try:
-                async with session.begin():
-                    yield session
-            finally:
-                await session.close()
+        async with self.sessions() as session, session.begin():
+            yield session
 
     @asynccontextmanager
     async def link(self, *, transaction: bool = True) -> AsyncIterator[Link]:
@@ -247,13 +162,10 @@ class Database:
             async with self._driver_pool.link(transaction=transaction) as link:
                 yield link
             return
-        assert self._writer is not None
-        async with self._writer.unit() as conn:
+        async with self.engine.begin() as conn:
             yield SqlAlchemyLink(conn)
 
     async def dispose(self) -> None:
         if self._driver_pool is not None:
             await self._driver_pool.close()
-        if self._writer is not None:
-            await self._writer.close()
         await self.engine.dispose()

@@ -1,14 +1,12 @@
-"""SQLite's group commit: durable commits, shared by the transactions that ran while the previous group's
-were queued, and no transaction acknowledged before its group is on disk."""
+"""The embedded database's durability: every commit synced, no transaction acknowledged before it is on
+disk, and simultaneous transactions failing alone."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from greengate.clock import utcnow
 from greengate.runtime import Runtime
@@ -18,7 +16,7 @@ from greengate.store.models import Rate
 @pytest.fixture
 def sqlite_rt(rt: Runtime) -> Runtime:
     if rt.db.dialect != "sqlite":
-        pytest.skip("group commit is the embedded database's")
+        pytest.skip("the embedded database's own settings")
     return rt
 
 
@@ -52,20 +50,7 @@ async def test_a_transaction_returns_only_once_committed(sqlite_rt: Runtime) -> 
         assert f"seq-{n}" in committed_sources(sqlite_rt)
 
 
-async def test_simultaneous_transactions_share_commits(sqlite_rt: Runtime) -> None:
-    commits: list[Any] = []
-    listener = lambda conn: commits.append(conn)  # noqa: E731
-    event.listen(sqlite_rt.db.engine.sync_engine, "commit", listener)
-    try:
-        await asyncio.gather(*(add(sqlite_rt, f"many-{n}") for n in range(40)))
-    finally:
-        event.remove(sqlite_rt.db.engine.sync_engine, "commit", listener)
-
-    assert {f"many-{n}" for n in range(40)} <= committed_sources(sqlite_rt)
-    assert 1 <= len(commits) < 40
-
-
-async def test_a_failing_transaction_rolls_back_alone_in_its_group(sqlite_rt: Runtime) -> None:
+async def test_simultaneous_transactions_fail_alone(sqlite_rt: Runtime) -> None:
     outcomes = await asyncio.gather(
         *(add(sqlite_rt, f"mixed-{n}", fail=n % 3 == 0) for n in range(12)), return_exceptions=True
     )
@@ -74,13 +59,3 @@ async def test_a_failing_transaction_rolls_back_alone_in_its_group(sqlite_rt: Ru
     assert failed == {0, 3, 6, 9}
     kept = {s for s in committed_sources(sqlite_rt) if s.startswith("mixed-")}
     assert kept == {f"mixed-{n}" for n in range(12) if n not in failed}
-
-
-async def test_a_caller_giving_up_does_not_cancel_the_others_commit(sqlite_rt: Runtime) -> None:
-    tasks = [asyncio.create_task(add(sqlite_rt, f"cancel-{n}")) for n in range(6)]
-    await asyncio.sleep(0)
-    tasks[0].cancel()
-    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-
-    assert all(outcome is None for outcome in outcomes[1:])
-    assert {f"cancel-{n}" for n in range(1, 6)} <= committed_sources(sqlite_rt)
