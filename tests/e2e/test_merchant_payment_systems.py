@@ -13,7 +13,8 @@ from greengate.runtime import Runtime
 from greengate.settings import Settings
 from greengate.store.models import Payment
 from tests.conftest import make_settings
-from tests.support.merchant_api import Answer, Shop, make_shop
+from tests.e2e.test_merchant_recurring import charge, started
+from tests.support.merchant_api import Answer, Shop, make_shop, table_counts
 
 
 @pytest.fixture
@@ -99,3 +100,18 @@ async def test_all_up_lists_both(shop: Shop) -> None:
 def test_a_wrong_state_setting_is_refused_at_start(database_url: str, tmp_path: Path, text: str) -> None:
     with pytest.raises(ValueError, match="payment system"):
         make_settings(database_url, tmp_path, payment_system_states=text)
+
+
+@pytest.mark.parametrize(("state", "code"), [("down", 465), ("certificate_expired", 466), ("failing", 475)])
+async def test_a_recurring_charge_needs_the_card_system(
+    rt: Runtime, shop: Shop, state: str, code: int
+) -> None:
+    profile_id = await started(shop, rt)
+    # The operator marks the card system's connector while the gateway runs on (as after a restart).
+    rt.settings.payment_system_states = f"BANKCARD={state}"
+    before = await table_counts(rt)
+    answer = await charge(shop, profile_id, pg_order_id="r-1")
+    answer.assert_error(code, shop.secret, "payment system BANKCARD")
+    assert await table_counts(rt) == before
+    rt.settings.payment_system_states = ""
+    (await charge(shop, profile_id, pg_order_id="r-1")).assert_ok(shop.secret)
