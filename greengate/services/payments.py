@@ -80,6 +80,7 @@ async def init_payment(
         success_url=urls["success"] or None,
         failure_url=urls["failure"] or None,
         success_url_method=req.success_url_method,
+        timeout_after_payment=req.timeout_after_payment,
         failure_url_method=req.failure_url_method,
         state_url=urls.get("state"),
         state_url_method=req.state_url_method,

@@ -331,6 +331,10 @@ async def render_page(
     )
     context.update(
         way_back=action,
+        # pg_timeout_after_payment: after a success the page itself takes the payer back that much later.
+        redirect_after=(
+            payment.timeout_after_payment if action is not None and status is S.OK and action.signed else None
+        ),
         return_url=_page_url(token, "/return"),
         failure_reason=failure_text(payment.failure_code, payment.failure_description, lang),
         card_masked=(attempt.card_masked if attempt else "") or "",
