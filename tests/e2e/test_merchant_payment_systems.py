@@ -13,6 +13,16 @@ from greengate.runtime import Runtime
 from greengate.settings import Settings
 from greengate.store.models import Payment
 from tests.conftest import make_settings
+from tests.e2e.test_checkout_pages import (
+    attempts_of,
+    card,
+    follow,
+    form_of,
+    payment_of,
+    result_of,
+    start_payment,
+)
+from tests.e2e.test_checkout_pages import make_shop as page_shop
 from tests.e2e.test_merchant_recurring import charge, started
 from tests.support.merchant_api import Answer, Shop, make_shop, table_counts
 
@@ -115,3 +125,22 @@ async def test_a_recurring_charge_needs_the_card_system(
     assert await table_counts(rt) == before
     rt.settings.payment_system_states = ""
     (await charge(shop, profile_id, pg_order_id="r-1")).assert_ok(shop.secret)
+
+
+@pytest.mark.parametrize("settings", ["BANKCARD=failing"], indirect=True)
+async def test_the_page_offers_only_ready_methods_and_refuses_a_stale_card_form(
+    rt: Runtime, app_client: httpx.AsyncClient
+) -> None:
+    shop = await page_shop(rt)
+    checkout = await start_payment(app_client, shop, language="en")
+    page = await app_client.get(checkout.path)
+    assert form_of(page) == "phone" and 'data-method="card"' not in page.text
+    # A card form from a tab opened before the connector failed: refused on the form, nothing written.
+    refused = await app_client.post(f"{checkout.path}/card", data=card())
+    assert refused.status_code == 400 and "This payment method is unavailable right now" in refused.text
+    assert await attempts_of(rt, checkout.payment_id) == []
+    assert (await payment_of(rt, checkout.payment_id)).status == "new"
+    # The card system comes back: the card pays.
+    rt.settings.payment_system_states = ""
+    paid = await follow(app_client, await app_client.post(f"{checkout.path}/card", data=card()))
+    assert result_of(paid) == "success"
