@@ -7,11 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from greengate.domain.bitcoin_address import Network
+from greengate.domain.payment_systems import ConnectorState, parse_states
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./greengate.db"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -77,6 +78,16 @@ class Settings(BaseSettings):
 
     idempotency_ttl_hours: int = 24
     max_request_bytes: int = 1_000_000
+    # Connector states the operator sets while a payment system is broken, e.g. "BANKCARD=down"
+    # (up, down, certificate_expired, failing); see docs/merchant-api/index.md.
+    payment_system_states: str = ""
+
+    @field_validator("payment_system_states")
+    @classmethod
+    def _known_states(cls, value: str) -> str:
+        parse_states(value)  # refuse a typo at start-up rather than on the first payment
+        return value
+
     # Exchange API requests a minute per client (a client's own setting overrides it); 0: no limit.
     exchange_requests_per_minute: int = 600
     # Failed authentications (Api-Secret, pg_sig, console password) per source address and window
@@ -111,6 +122,9 @@ class Settings(BaseSettings):
     def demo_credentials_file(self) -> Path:
         db = self.sqlite_file()
         return db.with_suffix(".demo.json") if db is not None else Path("greengate.demo.json")
+
+    def payment_system_state_map(self) -> dict[str, ConnectorState]:
+        return parse_states(self.payment_system_states)
 
     def fixed_rate_map(self) -> dict[str, Decimal]:
         rates: dict[str, Decimal] = {}

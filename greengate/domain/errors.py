@@ -117,3 +117,21 @@ class StateForbids(BusinessRuleViolation):
 
 class NoPaymentSystem(BusinessRuleViolation):
     code = "no_payment_system"
+
+
+class PaymentSystemUnreachable(Unavailable):
+    """The connector to the chosen payment system is down."""
+
+    code = "payment_system_unreachable"
+
+
+class PaymentSystemCertificateExpired(Unavailable):
+    """The chosen payment system's connector certificate has expired."""
+
+    code = "payment_system_certificate_expired"
+
+
+class PaymentSystemFailure(Unavailable):
+    """The chosen payment system fails every request."""
+
+    code = "payment_system_failure"

@@ -100,6 +100,7 @@ def selected_methods(payment_system: str | None) -> tuple[str, ...]:
 DEFAULT_LIFETIME = 86_400
 MIN_LIFETIME = 300
 MAX_LIFETIME = 7 * 86_400
+MAX_TIMEOUT_AFTER_PAYMENT = 3_600
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class NewPayment:
     failure_url_method: str = "GET"
     state_url_method: str = "GET"
     payment_system: str | None = None
+    timeout_after_payment: int | None = None  # seconds before the success page returns to the shop
     user_phone: str | None = None
     user_email: str | None = None
     user_ip: str | None = None

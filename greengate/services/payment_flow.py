@@ -10,6 +10,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.acquiring import Acquirer, Decision, ManualAcquirer, Outcome, SandboxAcquirer
+from greengate.domain import payment_systems
 from greengate.domain.card_rules import CardForm
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionExpired
 from greengate.domain.ledger import InsufficientBalance
@@ -51,6 +52,7 @@ async def submit_card(
 ) -> Payment:
     payment = await lock_payment(session, payment_id)
     _ensure_payable(payment, now, expected=S.NEW)
+    payment_systems.check_available("BANKCARD", rt.settings.payment_system_state_map())
     attempt = PaymentAttempt(
         payment_id=payment.id,
         method="bankcard",
@@ -116,6 +118,7 @@ async def submit_phone(
 ) -> Payment:
     payment = await lock_payment(session, payment_id)
     _ensure_payable(payment, now, expected=S.NEW)
+    payment_systems.check_available("MOBILE_COMMERCE", rt.settings.payment_system_state_map())
     acquirer = acquirer_for(payment)
     digits = "".join(ch for ch in phone if ch.isdigit())
     attempt = PaymentAttempt(

@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from greengate.domain import payment_systems
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound
 from greengate.domain.ids import id_number
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
@@ -55,6 +56,7 @@ async def init_payment(
         existing = await _open_order(session, merchant.id, req.order_id)
         if existing is not None:
             return _same_order(existing, merchant, req)
+    payment_systems.check_available(req.payment_system, rt.settings.payment_system_state_map())
     urls = dict(req.urls)
     for name in ("check", "result", "refund", "capture", "success", "failure"):
         urls.setdefault(name, getattr(merchant, f"{name}_url") or "")
@@ -78,6 +80,7 @@ async def init_payment(
         success_url=urls["success"] or None,
         failure_url=urls["failure"] or None,
         success_url_method=req.success_url_method,
+        timeout_after_payment=req.timeout_after_payment,
         failure_url_method=req.failure_url_method,
         state_url=urls.get("state"),
         state_url_method=req.state_url_method,

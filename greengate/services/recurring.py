@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from greengate.acquiring import Decision, Outcome
 from greengate.acquiring.base import FailureCode, declined
 from greengate.acquiring.test_data import THREE_DS_PASSWORD
+from greengate.domain import payment_systems
 from greengate.domain.card_rules import CardForm
 from greengate.domain.errors import InvalidRequest, TransactionExpired, TransactionNotFound
 from greengate.domain.payments import NewPayment, PaymentStatus
@@ -106,6 +107,8 @@ async def charge(
             f"recurring profile {profile.id} expired on {profile.expires_at:%Y-%m-%d %H:%M:%S}",
             code="recurring_expired",
         )
+    # A recurring charge goes to the card's payment system, whichever way the first payment was made.
+    payment_systems.check_available("BANKCARD", rt.settings.payment_system_state_map())
     first = await session.get(Payment, profile.payment_id)
     source = await session.get(PaymentAttempt, profile.attempt_id)
     assert first is not None and source is not None and source.card_enc is not None

@@ -392,6 +392,8 @@ class Payment(Base):
     success_url: Mapped[str | None] = mapped_column(String(2000))
     failure_url: Mapped[str | None] = mapped_column(String(2000))
     success_url_method: Mapped[str] = mapped_column(String(8), default="GET")
+    # pg_timeout_after_payment: seconds the success page waits before taking the payer back to the shop.
+    timeout_after_payment: Mapped[int | None] = mapped_column(Integer)
     failure_url_method: Mapped[str] = mapped_column(String(8), default="GET")
     state_url: Mapped[str | None] = mapped_column(String(2000))
     state_url_method: Mapped[str] = mapped_column(String(8), default="GET")

@@ -242,3 +242,25 @@ def test_card_form_fits_a_phone_screen(browser: Any, merchant_api: MerchantApi, 
         shot(page, screenshots, "card-form-phone")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(("method", "javascript"), [("GET", False), ("POST", True)])
+def test_timeout_after_payment_takes_the_payer_back_without_a_click(
+    browser: Any, shop: MerchantSite, merchant_api: MerchantApi, method: str, javascript: bool
+) -> None:
+    context = browser.new_context(**DESKTOP, java_script_enabled=javascript)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        payment_id, redirect_url = merchant_api.init_payment(
+            language="en", success_url_method=method, timeout_after_payment="1"
+        )
+        page.goto(redirect_url)
+        fill_card(page, "4405645000006150")
+        page.click("[data-submit]")
+        page.wait_for_url(re.compile(r".*/shop/success\.php(\?.*)?$"))
+        [landing] = shop.calls("success.php")
+        assert landing.method == method and landing.signed
+        assert first(landing.params, "pg_payment_id") == str(payment_id)
+    finally:
+        context.close()

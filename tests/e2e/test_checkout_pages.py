@@ -822,3 +822,98 @@ async def test_card_number_and_cvc_appear_in_no_response_and_no_log(
         assert "INSERT INTO payment_attempts" in logs  # aiosqlite logs each statement at DEBUG
     assert any(r.status_code == 400 for r in responses)
     assert any(result_of(r) == "success" for r in responses)
+
+
+# ---------------------------------------------------------------------------------------------
+# pg_timeout_after_payment
+
+
+def refresh_of(page: httpx.Response) -> str | None:
+    found = re.search(r'<meta http-equiv="refresh" content="([^"]+)">', page.text)
+    return unescape(found.group(1)) if found else None
+
+
+@pytest.mark.parametrize("method", ["GET", "AUTOGET"])
+async def test_timeout_after_payment_returns_a_get_success_that_long_after(
+    app_client: httpx.AsyncClient, rt: Runtime, method: str
+) -> None:
+    shop = await make_shop(rt)
+    checkout = await start_payment(
+        app_client,
+        shop,
+        success_url="https://shop.example/done/success.php",
+        success_url_method=method,
+        timeout_after_payment="7",
+    )
+    page = await _pay(app_client, checkout)
+    assert result_of(page) == "success"
+    # A refresh in the page itself: it works without script, within the page's CSP.
+    assert refresh_of(page) == f"7;url={checkout.path}/return"
+    assert 'data-redirect-after="7"' in page.text
+    assert "<script" not in page.text.split("</main>")[1]
+    back = await app_client.get(f"{checkout.path}/return")
+    location = urlsplit(back.headers["location"])
+    assert (location.netloc, location.path) == ("shop.example", "/done/success.php")
+    assert verify("success.php", parse_query(location.query), shop.secret)
+
+
+@pytest.mark.parametrize(("method", "seconds"), [("POST", "3"), ("AUTOPOST", "0")])
+async def test_timeout_after_payment_submits_a_post_success_that_long_after(
+    app_client: httpx.AsyncClient, rt: Runtime, method: str, seconds: str
+) -> None:
+    shop = await make_shop(rt)
+    checkout = await start_payment(
+        app_client,
+        shop,
+        success_url="https://shop.example/ok",
+        success_url_method=method,
+        timeout_after_payment=seconds,
+    )
+    page = await _pay(app_client, checkout)
+    assert refresh_of(page) is None and 'data-return="post"' in page.text
+    nonce = re.search(r"script-src 'nonce-([^']+)'", page.headers["content-security-policy"]).group(1)  # type: ignore[union-attr]
+    script = page.text.split(f'<script nonce="{nonce}">')[1].split("</script>")[0]
+    assert 'getElementById("return-form")' in script and script.strip().endswith(f",{int(seconds) * 1000});")
+
+
+async def test_timeout_after_payment_is_for_success_only(app_client: httpx.AsyncClient, rt: Runtime) -> None:
+    shop = await make_shop(rt)
+    checkout = await start_payment(
+        app_client,
+        shop,
+        success_url="https://shop.example/ok",
+        failure_url="https://shop.example/failed",
+        timeout_after_payment="5",
+    )
+    page = await _pay(app_client, checkout, number="5367654276102126")
+    assert result_of(page) == "failure"
+    assert refresh_of(page) is None and "data-redirect-after" not in page.text and "<script" not in page.text
+
+
+async def test_without_timeout_after_payment_the_payer_clicks(
+    app_client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    checkout = await start_payment(app_client, await make_shop(rt), success_url="https://shop.example/ok")
+    page = await _pay(app_client, checkout)
+    assert refresh_of(page) is None and "data-redirect-after" not in page.text
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "five", "1.5"])
+async def test_a_bad_timeout_after_payment_is_refused(
+    app_client: httpx.AsyncClient, rt: Runtime, value: str
+) -> None:
+    shop = await make_shop(rt)
+    params: Params = [
+        ("pg_merchant_id", str(shop.merchant_id)),
+        ("pg_amount", "10"),
+        ("pg_description", "x"),
+        ("pg_timeout_after_payment", value),
+    ]
+    response = await app_client.post(
+        "/init_payment.php", data=dict(with_signature("init_payment.php", params, shop.secret, new_salt()))
+    )
+    answer = parse_xml(response.text)
+    assert first(answer, "pg_error_code") == "200"
+    assert "pg_timeout_after_payment" in (first(answer, "pg_error_description") or "")
+    async with rt.db.transaction() as session:
+        assert list(await session.scalars(select(Payment))) == []

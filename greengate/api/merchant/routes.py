@@ -13,7 +13,9 @@ from greengate.api.merchant import operations
 from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money
 from greengate.api.merchant.protocol import MerchantCall, handle, process, request_fingerprint
 from greengate.api.merchant.status import money, status3_fields, status_fields
+from greengate.domain.errors import NoPaymentSystem
 from greengate.domain.params import Params, first
+from greengate.domain.payment_systems import PAYMENT_SYSTEMS, ready
 from greengate.domain.payments import selected_methods
 from greengate.runtime import Runtime
 from greengate.services import idempotency, refunds, saved_cards
@@ -128,14 +130,15 @@ async def cancel_php(request: Request) -> Response:
     return await handle(request, _cancel, writes="cancel.php")
 
 
-PAYMENT_SYSTEMS = (("BANKCARD", "Bank card"), ("MOBILE_COMMERCE", "Mobile commerce (phone balance)"))
-
-
 async def _ps_list(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
     currency = parse_currency(call.params)
     amount = parse_money(call.params, "pg_amount", currency)
     fields: Params = []
-    for name, description in PAYMENT_SYSTEMS:
+    systems = ready(rt.settings.payment_system_state_map())
+    if not systems:
+        raise NoPaymentSystem("no payment system is ready to accept the request")
+    for name in systems:
+        description = PAYMENT_SYSTEMS[name]
         fields.append(
             (
                 "pg_payment_system",

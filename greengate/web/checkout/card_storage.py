@@ -24,7 +24,13 @@ from greengate.acquiring.test_data import THREE_DS_PASSWORD
 from greengate.api.merchant.codec import MalformedRequest, parse_query, render_query
 from greengate.clock import utcnow
 from greengate.domain.card_rules import CardFormError, is_amex, validate_card_form
-from greengate.domain.errors import BusinessRuleViolation, InvalidRequest
+from greengate.domain.errors import (
+    BusinessRuleViolation,
+    InvalidRequest,
+    PaymentSystemCertificateExpired,
+    PaymentSystemFailure,
+    PaymentSystemUnreachable,
+)
 from greengate.domain.params import Params
 from greengate.domain.payments import PaymentStatus
 from greengate.domain.signature import new_salt, script_name_from_url, with_signature
@@ -184,6 +190,9 @@ async def _run(request: Request, token: str, form: FormState, step: Step) -> Res
             if card is None:
                 return not_found(request)
             await step(session, rt, card, now)
+    except (PaymentSystemUnreachable, PaymentSystemCertificateExpired, PaymentSystemFailure):
+        form.errors["number" if form.step == "card" else "password"] = FieldError("err_system_unavailable")
+        return await render_card_page(request, token, form=form, status_code=400)
     except InvalidRequest as exc:
         name = exc.field if exc.field in form.values else "number" if form.step == "card" else "password"
         form.errors[name or "number"] = FieldError("err_invalid")

@@ -284,6 +284,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "The CVC must have {digits} digits",
         "kk": "CVC {digits} саннан тұруы керек",
     },
+    "err_system_unavailable": {
+        "ru": "Этот способ оплаты сейчас недоступен: выберите другой или попробуйте позже",
+        "en": "This payment method is unavailable right now: choose another one or try later",
+        "kk": "Бұл төлем тәсілі қазір қолжетімсіз: басқасын таңдаңыз немесе кейінірек қайталаңыз",
+    },
     "err_phone": {
         "ru": "Неверный номер телефона",
         "en": "Wrong phone number",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +29,16 @@ from greengate.acquiring.base import OTP_MAX_ATTEMPTS
 from greengate.acquiring.test_data import THREE_DS_PASSWORD, find_test_phone
 from greengate.clock import utcnow
 from greengate.domain.card_rules import CardFormError, validate_card_form
-from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionExpired
+from greengate.domain.errors import (
+    BusinessRuleViolation,
+    InvalidRequest,
+    PaymentSystemCertificateExpired,
+    PaymentSystemFailure,
+    PaymentSystemUnreachable,
+    TransactionExpired,
+)
 from greengate.domain.money import format_minor
+from greengate.domain.payment_systems import METHOD_SYSTEM, ConnectorState, ready
 from greengate.domain.payments import PAYER_STEPS, PaymentStatus, selected_methods
 from greengate.domain.signature import new_salt
 from greengate.runtime import Runtime
@@ -178,9 +186,13 @@ def mask_phone(digits: str) -> str:
     return f"+{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"
 
 
-def methods_for(payment: Payment) -> tuple[str, ...]:
-    """The payment methods the page offers; `pg_payment_system` may select one of them."""
-    return selected_methods(payment.payment_system)
+def methods_for(payment: Payment, states: Mapping[str, ConnectorState]) -> tuple[str, ...]:
+    """The payment methods the page offers; `pg_payment_system` may select one of them. A method whose
+    payment system is not up is left out, unless none is left (its submit then says why)."""
+    methods = selected_methods(payment.payment_system)
+    up = ready(states)
+    open_methods = tuple(m for m in methods if METHOD_SYSTEM[m] in up)
+    return open_methods or methods
 
 
 def split_expiry(text: str) -> tuple[str, str]:
@@ -268,7 +280,7 @@ async def render_page(
     status = S(payment.status)
     if form is not None and form.step not in _STEP_OF_STATUS.get(status, ()):
         form, status_code = None, 200  # the payment moved on: show where it is now
-    methods = methods_for(payment)
+    methods = methods_for(payment, _runtime(request).settings.payment_system_state_map())
     requested_method = request.query_params.get("method")
     method = (
         form.step
@@ -331,6 +343,10 @@ async def render_page(
     )
     context.update(
         way_back=action,
+        # pg_timeout_after_payment: after a success the page itself takes the payer back that much later.
+        redirect_after=(
+            payment.timeout_after_payment if action is not None and status is S.OK and action.signed else None
+        ),
         return_url=_page_url(token, "/return"),
         failure_reason=failure_text(payment.failure_code, payment.failure_description, lang),
         card_masked=(attempt.card_masked if attempt else "") or "",
@@ -370,6 +386,9 @@ async def _run_step(request: Request, token: str, form: FormState, step: Step) -
     except TransactionExpired:
         assert payment_id is not None
         await _expire(rt, payment_id, now)
+    except (PaymentSystemUnreachable, PaymentSystemCertificateExpired, PaymentSystemFailure):
+        form.errors[_STEP_FIELD[form.step]] = FieldError("err_system_unavailable")
+        return await _form_error(request, token, form)
     except InvalidRequest as exc:
         name = exc.field if exc.field in form.values else _STEP_FIELD[form.step]
         form.errors[name] = FieldError(_SERVICE_ERRORS.get(exc.code, "err_invalid"))
