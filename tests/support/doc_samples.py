@@ -10,12 +10,19 @@ saying how to get that answer, one step a line:
 
 - `payment:` creates a payment with `init_payment.php` (the `pg_*` values given; `card=` then pays it on
   the hosted page, `3ds=` answers 3-D Secure with that password);
+- `funds:` credits the merchant's available test balance with that many whole units (KZT), as settled
+  payments would, so that payouts have money to draw on;
+- `payout:` creates a payout with `reg2nonreg` (the `pg_*` values given; `card=` then enters the
+  recipient's card on the payout page);
 - `call:` sends a signed request whose answer is not shown (a step before the one that is);
 - `request:` sends the signed request whose answer the block shows; `unsigned:` sends it as written.
+  The payout scripts (`reg2nonreg`, `reg2reg`, `payment_status`) go to `/api/` and are signed with the
+  payout secret, the others with the secret key.
 
-Values are split like a shell's words, so `pg_description="Two mugs"` keeps its space; `{payment_id}`
-and `{merchant_id}` are replaced by the ids of this run. An answer block the suite cannot produce says
-why instead: `<!-- not run: reason -->`. Every answer block carries one or the other.
+Values are split like a shell's words, so `pg_description="Two mugs"` keeps its space; `{payment_id}`,
+`{payout_id}` and `{merchant_id}` are replaced by the ids of this run. An id of this run inside an
+answer's text (`payment 7`) matches whatever id the page shows there. An answer block the suite
+cannot produce says why instead: `<!-- not run: reason -->`. Every answer block carries one or the other.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 _BLOCK = re.compile(r"(?:<!--(?P<comment>(?:(?!-->).)*?)-->\s*\n)?```xml\n(?P<answer>.*?)\n```", re.S)
-STEP_KINDS = ("payment", "call", "request", "unsigned")
+STEP_KINDS = ("funds", "payment", "payout", "call", "request", "unsigned")
+PAYOUT_SCRIPTS = frozenset({"reg2nonreg", "reg2reg", "payment_status"})
 
 
 @dataclass(frozen=True)
