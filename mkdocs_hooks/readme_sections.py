@@ -47,6 +47,7 @@ def relink(section: str, page_path: str, readme: str = "README.md") -> str:
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     if not MARKER.search(markdown):
         return markdown
+
     def section(match: re.Match[str]) -> str:
         readme = match.group(1) or "README.md"
         text = (ROOT / readme).read_text(encoding="utf-8")
