@@ -14,13 +14,18 @@ saying how to get that answer, one step a line:
   payments would, so that payouts have money to draw on;
 - `payout:` creates a payout with `reg2nonreg` (the `pg_*` values given; `card=` then enters the
   recipient's card on the payout page);
+- `card:` saves a card for `pg_user_id` with `cardstorage/add` and the card page (`number=` the card;
+  `payout=1`: with `cardstoragepayout/add`, a card that only receives payouts); its id and token are then
+  `{card_id}` and `{card_token}`;
 - `call:` sends a signed request whose answer is not shown (a step before the one that is);
 - `request:` sends the signed request whose answer the block shows; `unsigned:` sends it as written.
   The payout scripts (`reg2nonreg`, `reg2reg`, `payment_status`) go to `/api/` and are signed with the
-  payout secret, the others with the secret key.
+  payout secret, the others with the secret key; a script named by a path (`cardstorage/list`) goes to
+  `/v1/merchant/{merchant_id}/` and is signed with its last segment.
 
 Values are split like a shell's words, so `pg_description="Two mugs"` keeps its space; `{payment_id}`,
-`{payout_id}` and `{merchant_id}` are replaced by the ids of this run. An id of this run inside an
+`{payout_id}`, `{card_id}`, `{card_token}` and `{merchant_id}` are replaced by the ids of this
+run. An id of this run inside an
 answer's text (`payment 7`) matches whatever id the page shows there. An answer block the suite
 cannot produce says why instead: `<!-- not run: reason -->`. Every answer block carries one or the other.
 """
@@ -34,7 +39,7 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 _BLOCK = re.compile(r"(?:<!--(?P<comment>(?:(?!-->).)*?)-->\s*\n)?```xml\n(?P<answer>.*?)\n```", re.S)
-STEP_KINDS = ("funds", "payment", "payout", "call", "request", "unsigned")
+STEP_KINDS = ("funds", "payment", "payout", "card", "call", "request", "unsigned")
 PAYOUT_SCRIPTS = frozenset({"reg2nonreg", "reg2reg", "payment_status"})
 
 
