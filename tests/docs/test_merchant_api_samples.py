@@ -101,9 +101,9 @@ class Run:
         answer = await self.send(f"{storage}/add", {**links, **given})
         answer.assert_ok(self.secret_of(answer.script, storage))
         page = urlsplit(str(answer["pg_redirect_url"])).path
-        form = {"number": number}
+        form = {"number": number, "exp": CARD_EXPIRY, "holder": CARD_HOLDER}
         if not payout:
-            form |= {"exp": CARD_EXPIRY, "holder": CARD_HOLDER, "cvc": CARD_CVC}
+            form["cvc"] = CARD_CVC
         assert (await self.client.post(f"{page}/card", data=form)).status_code == 303
         cards = await self.send(f"{storage}/list", {"pg_user_id": given["pg_user_id"]})
         last = cards.response.content
