@@ -12,12 +12,14 @@ from xml.etree.ElementTree import Element
 import httpx
 import pytest
 from defusedxml.ElementTree import fromstring
+from sqlalchemy import select
 
 from greengate.clock import utcnow
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.ledger import Book
 from greengate.runtime import Runtime
 from greengate.services import ledger
+from greengate.store.models import RecurringProfile
 from tests.support.doc_samples import PAYOUT_SCRIPTS, Sample, Step, all_samples
 from tests.support.merchant_api import Answer, Shop, make_shop, send, signed
 
@@ -35,6 +37,7 @@ VOLATILE = frozenset(
         "created_at",
         "deleted_at",
         "pg_card_token",
+        "pg_recurring_profile_expiry_date",
     }
 )
 SAMPLES = all_samples("merchant-api")
@@ -172,6 +175,15 @@ class Run:
             assert (await self.client.post(f"{page}/card", data=form)).status_code == 303
         if three_ds:
             assert (await self.client.post(f"{page}/3ds", data={"password": three_ds})).status_code == 303
+        if given.get("pg_recurring_start") == "1":  # the shop learns it from the result callback
+            async with self.rt.db.transaction() as session:
+                profile = await session.scalar(
+                    select(RecurringProfile.id).where(
+                        RecurringProfile.payment_id == int(self.values["payment_id"])
+                    )
+                )
+            assert profile is not None, "the payment started no recurring profile"
+            self.values["profile_id"] = str(profile)
 
     async def request(self, step: Step) -> Answer:
         script, *rest = step.words

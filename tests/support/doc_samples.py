@@ -9,7 +9,8 @@ saying how to get that answer, one step a line:
     -->
 
 - `payment:` creates a payment with `init_payment.php` (the `pg_*` values given; `card=` then pays it on
-  the hosted page, `3ds=` answers 3-D Secure with that password);
+  the hosted page, `3ds=` answers 3-D Secure with that password; with `pg_recurring_start=1` the
+  profile it starts is `{profile_id}`);
 - `funds:` credits the merchant's available test balance with that many whole units (KZT), as settled
   payments would, so that payouts have money to draw on;
 - `payout:` creates a payout with `reg2nonreg` (the `pg_*` values given; `card=` then enters the
@@ -24,7 +25,7 @@ saying how to get that answer, one step a line:
   `/v1/merchant/{merchant_id}/` and is signed with its last segment.
 
 Values are split like a shell's words, so `pg_description="Two mugs"` keeps its space; `{payment_id}`,
-`{payout_id}`, `{card_id}`, `{card_token}` and `{merchant_id}` are replaced by the ids of this
+`{payout_id}`, `{profile_id}`, `{card_id}`, `{card_token}` and `{merchant_id}` are replaced by the ids of this
 run. An id of this run inside an
 answer's text (`payment 7`) matches whatever id the page shows there. An answer block the suite
 cannot produce says why instead: `<!-- not run: reason -->`. Every answer block carries one or the other.
