@@ -99,12 +99,13 @@ class Run:
         card page; the card's id and token are then this run's {card_id} and {card_token}."""
         given = self.params(step.words)
         number, payout = given.pop("number"), given.pop("payout", "0") == "1"
+        holder = given.pop("holder", CARD_HOLDER)
         storage = "cardstoragepayout" if payout else "cardstorage"
         links = {"pg_post_link": "https://shop.example/card.php", "pg_back_link": "https://shop.example/back"}
         answer = await self.send(f"{storage}/add", {**links, **given})
         answer.assert_ok(self.secret_of(answer.script, storage))
         page = urlsplit(str(answer["pg_redirect_url"])).path
-        form = {"number": number, "exp": CARD_EXPIRY, "holder": CARD_HOLDER}
+        form = {"number": number, "exp": CARD_EXPIRY, "holder": holder}
         if not payout:
             form["cvc"] = CARD_CVC
         assert (await self.client.post(f"{page}/card", data=form)).status_code == 303
@@ -190,7 +191,10 @@ class Run:
         params = self.params(tuple(rest))
         if step.kind == "unsigned":
             return await self.shop.send_raw(script, list(params.items()))
-        return await self.send(script, params)
+        answer = await self.send(script, params)
+        if step.kind == "call" and script not in PAYOUT_SCRIPTS and "pg_payment_id" in answer:
+            self.values["payment_id"] = str(answer["pg_payment_id"])  # e.g. the payment card/init made
+        return answer
 
 
 @pytest.mark.parametrize("sample", RUN, ids=[s.id for s in RUN])

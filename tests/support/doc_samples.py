@@ -15,20 +15,22 @@ saying how to get that answer, one step a line:
   payments would, so that payouts have money to draw on;
 - `payout:` creates a payout with `reg2nonreg` (the `pg_*` values given; `card=` then enters the
   recipient's card on the payout page);
-- `card:` saves a card for `pg_user_id` with `cardstorage/add` and the card page (`number=` the card;
-  `payout=1`: with `cardstoragepayout/add`, a card that only receives payouts); its id and token are then
-  `{card_id}` and `{card_token}`;
-- `call:` sends a signed request whose answer is not shown (a step before the one that is);
+- `card:` saves a card for `pg_user_id` with `cardstorage/add` and the card page (`number=` the card,
+  `holder=` its holder; `payout=1`: with `cardstoragepayout/add`, a card that only receives payouts);
+  its id and token are then `{card_id}` and `{card_token}`;
+- `call:` sends a signed request whose answer is not shown (a step before the one that is); a payment
+  id in its answer becomes `{payment_id}` (the payment `card/init` made);
 - `request:` sends the signed request whose answer the block shows; `unsigned:` sends it as written.
   The payout scripts (`reg2nonreg`, `reg2reg`, `payment_status`) go to `/api/` and are signed with the
   payout secret, the others with the secret key; a script named by a path (`cardstorage/list`) goes to
-  `/v1/merchant/{merchant_id}/` and is signed with its last segment.
+  `/v1/merchant/{merchant_id}/` and is signed with its last segment (`cardstoragepayout/…` with the
+  payout secret).
 
 Values are split like a shell's words, so `pg_description="Two mugs"` keeps its space; `{payment_id}`,
-`{payout_id}`, `{profile_id}`, `{card_id}`, `{card_token}` and `{merchant_id}` are replaced by the ids of this
-run. An id of this run inside an
-answer's text (`payment 7`) matches whatever id the page shows there. An answer block the suite
-cannot produce says why instead: `<!-- not run: reason -->`. Every answer block carries one or the other.
+`{payout_id}`, `{profile_id}`, `{card_id}`, `{card_token}` and `{merchant_id}` are replaced by the ids
+of this run. An id of this run in an id field or inside a sentence (`payment 7`) matches whatever id the
+page shows there. An answer block the suite cannot produce says why instead: `<!-- not run: reason -->`.
+Every answer block carries one or the other.
 """
 
 from __future__ import annotations
