@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from itertools import count
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 from xml.etree.ElementTree import Element
 
 import httpx
@@ -20,8 +20,16 @@ from greengate.domain.ledger import Book
 from greengate.runtime import Runtime
 from greengate.services import ledger
 from greengate.store.models import RecurringProfile
-from tests.support.doc_samples import PAYOUT_SCRIPTS, Sample, Step, all_samples
-from tests.support.merchant_api import Answer, Shop, make_shop, send, signed
+from greengate.worker.loop import Worker
+from tests.support.doc_samples import (
+    PAYOUT_SCRIPTS,
+    CallbackSample,
+    Sample,
+    Step,
+    all_samples,
+    callback_samples,
+)
+from tests.support.merchant_api import Answer, CallbackServer, Shop, make_shop, send, signed
 
 # Fields whose values differ from run to run: fresh salts and signatures, ids the database hands out,
 # times, and tokens in page links. They must still be present, in the same place.
@@ -38,9 +46,11 @@ VOLATILE = frozenset(
         "deleted_at",
         "pg_card_token",
         "pg_recurring_profile_expiry_date",
+        "pg_capture_date",
     }
 )
 SAMPLES = all_samples("merchant-api")
+CALLBACKS = callback_samples("merchant-api")
 RUN = [s for s in SAMPLES if s.steps]
 CARD_HOLDER, CARD_EXPIRY, CARD_CVC = "TEST USER", "12/30", "123"
 _funding = count(1)
@@ -83,6 +93,7 @@ def test_every_answer_in_the_reference_is_run_or_says_why_not() -> None:
     unmarked = [s.id for s in SAMPLES if s.answer is None]
     assert unmarked == []
     assert len(RUN) >= 10
+    assert len(CALLBACKS) >= 2
 
 
 class Run:
@@ -92,7 +103,7 @@ class Run:
 
     @property
     def ids(self) -> frozenset[str]:
-        return frozenset(v for k, v in self.values.items() if k != "card_token")
+        return frozenset(v for k, v in self.values.items() if k not in ("card_token", "shop"))
 
     async def card(self, step: Step) -> None:
         """Save a card as the payer would: cardstorage/add (cardstoragepayout/add with payout=1), then the
@@ -223,3 +234,41 @@ async def test_reference_sample_answer_matches_the_gateway(
     if shown.find("pg_sig") is not None:
         secret = run.secret_of(answer.script, sample.steps[-1].words[0])
         assert answer.verifies(secret), "the answer's signature does not verify"
+
+
+async def drain(worker: Worker) -> None:
+    for _ in range(50):
+        if await worker.run_once() == 0:
+            return
+    raise AssertionError("the worker never became idle")
+
+
+@pytest.mark.parametrize("sample", CALLBACKS, ids=[s.id for s in CALLBACKS])
+async def test_reference_callback_is_what_the_gateway_sends(
+    app_client: httpx.AsyncClient, rt: Runtime, sample: CallbackSample
+) -> None:
+    shop = await make_shop(rt, app_client)
+    run = Run(app_client, shop, rt)
+    with CallbackServer(shop.secret) as receiver:
+        run.values["shop"] = receiver.url("").rstrip("/")
+        for step in sample.steps:
+            if step.kind == "payment":
+                await run.payment(step)
+            elif step.kind == "receive":
+                await drain(Worker(rt))
+                received = receiver.received(step.words[0])
+            else:
+                await run.request(step)
+    assert received, f"nothing reached {step.words[0]}"
+    callback = received[-1]
+    assert callback.verifies(shop.secret), "the callback's signature does not verify"
+
+    shown = parse_qsl(sample.message, keep_blank_values=True)
+    got = [(name, str(value)) for name, value in callback.params]
+    assert [n for n, _ in got] == [n for n, _ in shown], "the callback's parameters differ from the page's"
+    drifted = [
+        (name, value, mine)
+        for (name, value), (_, mine) in zip(shown, got, strict=True)
+        if name not in VOLATILE and not same_text(name, value, mine, run.ids)
+    ]
+    assert drifted == [], "(name, the page, the gateway)"

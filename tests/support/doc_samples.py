@@ -31,6 +31,10 @@ Values are split like a shell's words, so `pg_description="Two mugs"` keeps its 
 of this run. An id of this run in an id field or inside a sentence (`payment 7`) matches whatever id the
 page shows there. An answer block the suite cannot produce says why instead: `<!-- not run: reason -->`.
 Every answer block carries one or the other.
+
+A request the gateway sends to the shop (a callback) is shown as a plain ``` block whose last line is the
+message; `<!-- callback ... -->` before it gives the steps, which end with `receive: <path>` (the last
+request received at that path of the local shop, whose URL is `{shop}`).
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+_CALLBACK = re.compile(r"<!--\s*callback\n(?P<steps>.*?)-->\s*\n```\n(?P<body>.*?)\n```", re.S)
 _BLOCK = re.compile(r"(?:<!--(?P<comment>(?:(?!-->).)*?)-->\s*\n)?```xml\n(?P<answer>.*?)\n```", re.S)
-STEP_KINDS = ("funds", "payment", "payout", "card", "call", "request", "unsigned")
+STEP_KINDS = ("funds", "payment", "payout", "card", "receive", "call", "request", "unsigned")
 PAYOUT_SCRIPTS = frozenset({"reg2nonreg", "reg2reg", "payment_status"})
 
 
@@ -65,7 +70,7 @@ class Sample:
         return f"{self.page}:{self.line}"
 
 
-def _steps(comment: str) -> tuple[Step, ...]:
+def _steps(comment: str, last: tuple[str, ...] = ("request", "unsigned")) -> tuple[Step, ...]:
     body = comment.strip().removeprefix("run").strip()
     steps = []
     for line in body.splitlines():
@@ -73,8 +78,8 @@ def _steps(comment: str) -> tuple[Step, ...]:
         if not sep or kind not in STEP_KINDS:
             raise ValueError(f"unknown sample step {line.strip()!r}")
         steps.append(Step(kind, tuple(shlex.split(rest))))
-    if not steps or steps[-1].kind not in ("request", "unsigned"):
-        raise ValueError("a sample ends with the request whose answer it shows")
+    if not steps or steps[-1].kind not in last:
+        raise ValueError(f"a sample ends with the request whose message it shows ({', '.join(last)})")
     return tuple(steps)
 
 
@@ -99,3 +104,27 @@ def samples(page: Path) -> list[Sample]:
 
 def all_samples(folder: str = "merchant-api") -> list[Sample]:
     return [s for page in sorted((DOCS / folder).glob("*.md")) for s in samples(page)]
+
+
+@dataclass(frozen=True)
+class CallbackSample:
+    page: str
+    line: int
+    steps: tuple[Step, ...]
+    message: str  # the callback's parameters as a query string
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def callback_samples(folder: str = "merchant-api") -> list[CallbackSample]:
+    found = []
+    for page in sorted((DOCS / folder).glob("*.md")):
+        text = page.read_text()
+        for match in _CALLBACK.finditer(text):
+            line = text.count("\n", 0, match.start("body"))
+            message = match.group("body").strip().splitlines()[-1]
+            steps = _steps(match.group("steps"), last=("receive",))
+            found.append(CallbackSample(str(page.relative_to(DOCS)), line, steps, message))
+    return found
