@@ -139,6 +139,8 @@ async def test_every_example_of_the_exchange_api_pages_is_what_the_server_answer
             assert set(example) == set(ORDER), page  # a create request
         elif isinstance(example, list):
             assert set(example[0]) == set(directions[0]), page
+            # the card direction the tour makes is the page's first, value for value
+            assert {**example[0], "id": directions[0]["id"]} == directions[0], page
         else:
             shown = orders_in(example)
             assert shown, (page, example)
