@@ -24,10 +24,12 @@ from greengate.worker.loop import Worker
 from tests.support.doc_samples import (
     PAYOUT_SCRIPTS,
     CallbackSample,
+    HttpSample,
     Sample,
     Step,
     all_samples,
     callback_samples,
+    http_samples,
 )
 from tests.support.merchant_api import Answer, CallbackServer, Shop, make_shop, send, signed
 
@@ -51,6 +53,8 @@ VOLATILE = frozenset(
 )
 SAMPLES = all_samples("merchant-api")
 CALLBACKS = callback_samples("merchant-api")
+PAGES = http_samples("merchant-api")
+TOKEN = re.compile(r"/[A-Za-z0-9_-]{20,}$")
 RUN = [s for s in SAMPLES if s.steps]
 CARD_HOLDER, CARD_EXPIRY, CARD_CVC = "TEST USER", "12/30", "123"
 _funding = count(1)
@@ -94,6 +98,7 @@ def test_every_answer_in_the_reference_is_run_or_says_why_not() -> None:
     assert unmarked == []
     assert len(RUN) >= 10
     assert len(CALLBACKS) >= 2
+    assert len(PAGES) >= 2
 
 
 class Run:
@@ -272,3 +277,46 @@ async def test_reference_callback_is_what_the_gateway_sends(
         if name not in VOLATILE and not same_text(name, value, mine, run.ids)
     ]
     assert drifted == [], "(name, the page, the gateway)"
+
+
+def http_differences(shown: str, got: httpx.Response) -> list[str]:
+    """The status line, the headers the page shows (a link's host and token aside) and the body."""
+    head, _, body = shown.partition("\n\n")
+    status, *headers = head.splitlines()
+    found = []
+    if status != f"HTTP/1.1 {got.status_code} {got.reason_phrase}":
+        found.append(f"status {got.status_code} {got.reason_phrase}, the page shows {status!r}")
+    for header in headers:
+        name, _, value = header.partition(": ")
+        mine = got.headers.get(name, "")
+        if name.lower() == "location":
+            value, mine = TOKEN.sub("/TOKEN", urlsplit(value).path), TOKEN.sub("/TOKEN", urlsplit(mine).path)
+        if value != mine:
+            found.append(f"{name}: {mine!r}, the page shows {value!r}")
+    if body.strip() != got.text.strip():
+        found.append(f"body {got.text!r}")
+    return found
+
+
+@pytest.mark.parametrize("sample", PAGES, ids=[s.id for s in PAGES])
+async def test_reference_browser_answer_is_what_the_gateway_answers(
+    app_client: httpx.AsyncClient, rt: Runtime, sample: HttpSample
+) -> None:
+    shop = await make_shop(rt, app_client)
+    run = Run(app_client, shop, rt)
+    for step in sample.steps[:-1]:
+        if step.kind == "payment":
+            await run.payment(step)
+        elif step.kind == "card":
+            await run.card(step)
+        else:
+            await run.request(step)
+    script, *rest = sample.steps[-1].words
+    values = run.params(tuple(rest))
+    if "/" in script:
+        path, name = f"/v1/merchant/{shop.merchant_id}/{script}", script.rpartition("/")[2]
+    else:
+        path, name = f"/{script}", script
+    message = signed(name, [("pg_merchant_id", str(shop.merchant_id)), *values.items()], shop.secret)
+    got = await send(app_client, path, message, "query")
+    assert http_differences(sample.answer, got) == []

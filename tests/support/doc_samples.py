@@ -35,6 +35,10 @@ Every answer block carries one or the other.
 A request the gateway sends to the shop (a callback) is shown as a plain ``` block whose last line is the
 message; `<!-- callback ... -->` before it gives the steps, which end with `receive: <path>` (the last
 request received at that path of the local shop, whose URL is `{shop}`).
+
+An answer for the payer's browser (a plain ``` block starting with `HTTP/1.1`) is run the same way after a
+`<!-- run ... -->` comment; its last step is `browser: <script> <values>`, the signed request sent as a
+browser's GET with the values in the query string.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 _CALLBACK = re.compile(r"<!--\s*callback\n(?P<steps>.*?)-->\s*\n```\n(?P<body>.*?)\n```", re.S)
+_HTTP = re.compile(r"<!--\s*run\n(?P<steps>(?:(?!-->).)*?)-->\s*\n```\n(?P<answer>HTTP/1\.1 .*?)\n```", re.S)
 _BLOCK = re.compile(r"(?:<!--(?P<comment>(?:(?!-->).)*?)-->\s*\n)?```xml\n(?P<answer>.*?)\n```", re.S)
-STEP_KINDS = ("funds", "payment", "payout", "card", "receive", "call", "request", "unsigned")
+STEP_KINDS = ("funds", "payment", "payout", "card", "receive", "browser", "call", "request", "unsigned")
 PAYOUT_SCRIPTS = frozenset({"reg2nonreg", "reg2reg", "payment_status"})
 
 
@@ -127,4 +132,27 @@ def callback_samples(folder: str = "merchant-api") -> list[CallbackSample]:
             message = match.group("body").strip().splitlines()[-1]
             steps = _steps(match.group("steps"), last=("receive",))
             found.append(CallbackSample(str(page.relative_to(DOCS)), line, steps, message))
+    return found
+
+
+@dataclass(frozen=True)
+class HttpSample:
+    page: str
+    line: int
+    steps: tuple[Step, ...]
+    answer: str  # status line, headers, a blank line and the body
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def http_samples(folder: str = "merchant-api") -> list[HttpSample]:
+    found = []
+    for page in sorted((DOCS / folder).glob("*.md")):
+        text = page.read_text()
+        for match in _HTTP.finditer(text):
+            line = text.count("\n", 0, match.start("answer"))
+            steps = _steps(match.group("steps"), last=("browser",))
+            found.append(HttpSample(str(page.relative_to(DOCS)), line, steps, match.group("answer")))
     return found
