@@ -37,6 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from tests.support.pgbouncer import PgBouncer, find_pgbouncer
+
 if TYPE_CHECKING:
     from greengate.settings import Settings
 
@@ -212,9 +214,12 @@ def _counts_for(pid: int, database: str | None) -> bool:
     return m is None or database is None or m.group(1) == database
 
 
-def cpu_sample(server_pid: int | None, database: str | None) -> dict[str, float]:
+def cpu_sample(
+    server_pid: int | None, database: str | None, pooler_pid: int | None = None
+) -> dict[str, float]:
     """CPU seconds used so far: per process of the server's tree ("server:<pid>") and of PostgreSQL
-    ("postgres:<pid>"), and by the whole machine ("machine"; whatever else runs shows as the rest)."""
+    ("postgres:<pid>"; the run's PgBouncer counts with it), and by the whole machine ("machine";
+    whatever else runs shows as the rest)."""
     if not os.path.isdir("/proc"):
         return {}
     stats = _proc_stats()
@@ -230,6 +235,8 @@ def cpu_sample(server_pid: int | None, database: str | None) -> dict[str, float]
     for pid, (name, _, cpu) in stats.items():
         if name in ("postgres", "postmaster") and _counts_for(pid, database):
             sample[f"postgres:{pid}"] = cpu
+    if pooler_pid in stats:
+        sample[f"postgres:{pooler_pid}"] = stats[pooler_pid][2]
     with open("/proc/stat") as fh:
         # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
         jiffies = [int(x) for x in fh.readline().split()[1:9]]
@@ -242,9 +249,10 @@ class CpuTracker:
     Sampling every so often catches processes that exit in between (their last sample counts); one that
     starts in between counts in full."""
 
-    def __init__(self, server_pid: int | None, database: str | None) -> None:
+    def __init__(self, server_pid: int | None, database: str | None, pooler_pid: int | None = None) -> None:
         self.server_pid = server_pid
         self.database = database
+        self.pooler_pid = pooler_pid
         self.first: dict[str, float] | None = None
         self.last: dict[str, float] = {}
         self.started = 0.0
@@ -252,7 +260,7 @@ class CpuTracker:
 
     def sample(self) -> None:
         now = time.perf_counter()
-        sample = cpu_sample(self.server_pid, self.database)
+        sample = cpu_sample(self.server_pid, self.database, self.pooler_pid)
         if self.first is None:
             self.first, self.started = sample, now
         self.last.update(sample)
@@ -479,6 +487,7 @@ class LoadRun:
         self.max_requests: int = spec["max_requests"]
         self.server_pid: int | None = spec.get("server_pid")
         self.database: str | None = spec.get("database")
+        self.pooler_pid: int | None = spec.get("pooler_pid")
         self.rng = random.Random(spec.get("seed"))
         self.result = LoadResult()
         self.warm_end = 0.0
@@ -561,7 +570,7 @@ class LoadRun:
             self.failure(problem)
             return self.result
         tasks = [asyncio.create_task(self.connection()) for _ in range(self.connections)]
-        tracker = CpuTracker(self.server_pid, self.database)
+        tracker = CpuTracker(self.server_pid, self.database, self.pooler_pid)
         sampler = asyncio.create_task(self.track_cpu(tracker))
         # A request still running when the window closes could not be counted anyway: cancel it.
         _, pending = await asyncio.wait(tasks, timeout=self.end - time.perf_counter() + 0.05)
@@ -975,6 +984,12 @@ def arg_parser(prog: str, doc: str) -> argparse.ArgumentParser:
         action="store_true",
         help="run the gateway on a SQLite file and compare with raw durable SQLite, not pgbench",
     )
+    p.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="the server connects through a PgBouncer (transaction pooling) started for the run; "
+        "pgbench stays direct",
+    )
     return p
 
 
@@ -990,6 +1005,8 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
         p.error("--client-processes must be between 1 and min(8, concurrency)")
     if not 1 <= args.server_workers <= 16:
         p.error("--server-workers must be between 1 and 16")
+    if args.sqlite and args.pgbouncer:
+        p.error("--sqlite and --pgbouncer exclude each other")
     if args.pg_host not in ("127.0.0.1", "localhost", "::1"):
         p.error("--pg-host must be a loopback address")
     return args
@@ -997,6 +1014,7 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 COMMON_CONFIG = (
     "duration", "warmup", "concurrency", "server_workers", "client_processes", "max_requests", "sqlite",
+    "pgbouncer",
 )  # fmt: skip
 
 
@@ -1030,6 +1048,7 @@ class BenchRun:
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / "metrics"),
         }
         self.server: subprocess.Popen[bytes] | None = None
+        self.bouncer: PgBouncer | None = None
         self.server_log = self.workdir / "server.log"
         self.port = 0
         self.created_db = False
@@ -1051,6 +1070,8 @@ class BenchRun:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
         stop_process(self.server)
+        if self.bouncer is not None:
+            self.bouncer.stop()
         if self.created_db:
             try:
                 self.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)', database="postgres")
@@ -1125,6 +1146,22 @@ class BenchRun:
 
     # server and load
 
+    def server_database_env(self) -> dict[str, str]:
+        """The server's database settings: direct, or through this run's PgBouncer (started once)."""
+        if not self.args.pgbouncer:
+            return {}
+        if self.bouncer is None:
+            executable, why = find_pgbouncer(install=False)
+            if executable is None:
+                raise SystemExit(f"--pgbouncer: {why} (apt-get install pgbouncer)")
+            # As many PostgreSQL backends as the direct run's load can use: the comparison is of the
+            # pooler's cost, not of a smaller pool.
+            self.bouncer = PgBouncer(
+                executable, self.database_url, self.workdir / "pgbouncer", pool_size=self.args.concurrency
+            )
+            print(f"pgbouncer on 127.0.0.1:{self.bouncer.port} (transaction pooling)", flush=True)
+        return {"GREENGATE_DATABASE_URL": self.bouncer.url, "GREENGATE_DATABASE_POOLER": "pgbouncer"}
+
     def start_server(self) -> None:
         self.port = free_port()
         serve_cmd = [
@@ -1137,7 +1174,11 @@ class BenchRun:
         with open(self.server_log, "wb") as log_fh:
             self.server = subprocess.Popen(
                 serve_cmd,
-                env={**self.env, "GREENGATE_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.port}"},
+                env={
+                    **self.env,
+                    **self.server_database_env(),
+                    "GREENGATE_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.port}",
+                },
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -1181,6 +1222,7 @@ class BenchRun:
                 "max_requests": max(1, self.args.max_requests // procs),
                 "server_pid": self.server.pid,
                 "database": self.database,
+                "pooler_pid": self.bouncer.proc.pid if self.bouncer is not None else None,
                 "seed": 1000 * i + self._seed,
             }
             for i, n in enumerate(per_proc)
@@ -1239,6 +1281,8 @@ class BenchRun:
 
     def finish(self, rows: list[Comparison], clients: int, config: dict[str, Any]) -> int:
         """Print the table, write bench/results/<name>-<timestamp>.json; the exit code (1: any failure)."""
+        if self.args.pgbouncer:
+            print("\nserver through PgBouncer in transaction pooling mode; pgbench direct to PostgreSQL")
         verdicts = report(rows)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         RESULTS_DIR.mkdir(exist_ok=True)

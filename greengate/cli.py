@@ -56,7 +56,8 @@ def _fail(message: str) -> NoReturn:
 
 def _prepare_schema() -> None:
     try:
-        if migrations.prepare_schema(get_settings().database_url):
+        settings = get_settings()
+        if migrations.prepare_schema(settings.database_url, pooler=settings.database_pooler):
             typer.echo("the database was empty: migrations applied", err=True)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
@@ -106,15 +107,24 @@ def _echo(data: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=None if as_json else 2) if as_json else text)
 
 
+def _upgrade(url: str, pooler: str) -> None:
+    from alembic.util.exc import CommandError
+
+    try:
+        migrations.upgrade(url, pooler=pooler)
+    except CommandError as exc:  # e.g. a database migrated by a newer release
+        _fail(f"cannot migrate the database: {exc}; a newer greengate may have migrated it")
+
+
 @app.command()
 def migrate() -> None:
     """Apply database migrations (back up first: docs/backups.md)."""
-    url = get_settings().database_url
+    settings = get_settings()
     try:
-        migrations.probe(url)
+        migrations.probe(settings.database_url, pooler=settings.database_pooler)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
-    migrations.upgrade(url)
+    _upgrade(settings.database_url, settings.database_pooler)
     typer.echo("migrations applied")
 
 
@@ -131,10 +141,10 @@ def serve(
 
     settings = get_settings()
     try:
-        migrations.probe(settings.database_url)
+        migrations.probe(settings.database_url, pooler=settings.database_pooler)
     except migrations.DatabaseProblem as problem:
         _fail(problem.message)
-    migrations.upgrade(settings.database_url)
+    _upgrade(settings.database_url, settings.database_pooler)
     _run(_keys_ready, check_schema=False)
     local = local_base_url(host, port)
     if not settings.public_base_url:
@@ -792,7 +802,9 @@ def merchant_cap(
     clear: bool = typer.Option(False, "--clear", help="Remove the merchant's cap: the gateway's applies"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Set a merchant's own cap on one payment, refund, capture or payout (below the gateway's)."""
+    """Set a merchant's cap on one payment, refund, capture or payout.
+
+    The cap can only be below the gateway's own cap for the currency."""
     from greengate.domain.amount_caps import default_cap, parse_cap
     from greengate.services.amount_caps import caps_of, set_cap
 
@@ -821,7 +833,9 @@ def merchant_cap(
 
 @ledger_app.command("check")
 def ledger_check() -> None:
-    """Recompute each book (live, test) from its entries; print OK per book, or the problems and exit 1."""
+    """Recompute each book (live, test) from its entries; exit 1 on any problem.
+
+    Prints OK per book, or each book's problems."""
     from greengate.services.ledger import check_books
 
     async def work(rt: Runtime) -> dict[str, list[str]]:
@@ -861,7 +875,9 @@ def ledger_balances(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON"),
 ) -> None:
-    """Account balances on each account's normal side, in major units, labelled with their book.
+    """Account balances in major units, labelled with their book (live or test).
+
+    Each balance is on its account's normal side.
 
     Only the live book holds money that can be paid out; the test book's is not real money."""
     from greengate.domain.ledger import Book

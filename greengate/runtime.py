@@ -28,7 +28,11 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
-            db=Database(settings.database_url, pool_size=settings.db_pool_size),
+            db=Database(
+                settings.database_url,
+                pool_size=settings.db_pool_size,
+                pooler=settings.database_pooler,
+            ),
             keyring=Keyring.from_settings(settings.encryption_keys, str(settings.key_file())),
             http=httpx.AsyncClient(
                 timeout=httpx.Timeout(settings.callback_timeout_seconds, connect=5.0),

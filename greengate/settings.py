@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     db_pool_size: int = 20
+    # What sits between the gateway and PostgreSQL: "none" (direct) or "pgbouncer" (transaction pooling,
+    # which keeps no prepared statement or session state from one transaction to the next).
+    database_pooler: Literal["none", "pgbouncer"] = "none"
     # AES-256-GCM keys as "kid:base64key" separated by commas; the first one encrypts new data.
     # Empty → the key file is read, and created on first use for a database that needs no key yet.
     encryption_keys: str = ""

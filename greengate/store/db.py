@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from sqlalchemy import Table, event, update
 from sqlalchemy.engine import make_url
@@ -38,7 +39,30 @@ def create_private_file(path: Path) -> None:
         pass
 
 
-def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+PGBOUNCER = "pgbouncer"
+
+
+def _unique_statement_name() -> str:
+    return f"__greengate_{uuid4().hex}__"
+
+
+def pooler_connect_args(pooler: str) -> dict[str, Any]:
+    """asyncpg options for SQLAlchemy when a transaction-pooling PgBouncer sits before PostgreSQL.
+
+    The server connection may change between transactions, so nothing prepared is cached across them
+    (neither by SQLAlchemy nor by asyncpg itself, which prepares `executemany`'s statements), and each
+    statement is prepared under a name of its own: one left behind on a server connection by another
+    client cannot clash with it."""
+    if pooler != PGBOUNCER:
+        return {}
+    return {
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unique_statement_name,
+        "statement_cache_size": 0,
+    }
+
+
+def create_engine(url: str, *, pool_size: int = 20, pooler: str = "none") -> AsyncEngine:
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -49,7 +73,12 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     # No overflow: an overflow connection is closed as soon as it is returned, so under load each burst
     # would start a PostgreSQL backend, authenticate it and re-prepare every statement on it.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args=pooler_connect_args(pooler),
     )
 
 
@@ -180,13 +209,16 @@ async def _discard(conn: AsyncConnection) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, pooler: str = "none") -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size)
+        self.pooler = pooler
+        self.engine = create_engine(url, pool_size=pool_size, pooler=pooler)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.dialect = self.engine.dialect.name
         self._driver_pool = (
-            AsyncpgPool(url, self.engine.dialect, pool_size) if self.dialect == "postgresql" else None
+            AsyncpgPool(url, self.engine.dialect, pool_size, pooled=pooler == PGBOUNCER)
+            if self.dialect == "postgresql"
+            else None
         )
         self._writer = SqliteWriter(self.engine) if self.dialect == "sqlite" else None
 
@@ -209,7 +241,8 @@ class Database:
     async def link(self, *, transaction: bool = True) -> AsyncIterator[Link]:
         """A `Link` for a hot path's Core statements, in one transaction. `transaction=False` is for a
         use case of one statement: on PostgreSQL it then runs without BEGIN and COMMIT (a statement is
-        atomic and reads one snapshot on its own), two round trips fewer; SQLite keeps its transaction."""
+        atomic and reads one snapshot on its own), two round trips fewer; SQLite, and PostgreSQL behind
+        PgBouncer, keep the transaction."""
         if self._driver_pool is not None:
             async with self._driver_pool.link(transaction=transaction) as link:
                 yield link

@@ -142,18 +142,28 @@ _SESSION = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
 
 
 class AsyncpgPool:
-    """The database's own asyncpg connections, opened as needed up to `size`."""
+    """The database's own asyncpg connections, opened as needed up to `size`.
 
-    def __init__(self, url: str, dialect: Dialect, size: int) -> None:
+    `pooled` is for a transaction-pooling PgBouncer in front of PostgreSQL: the server connection
+    behind a client connection may change whenever the server reports itself idle. Statements then
+    go unnamed and uncached, and every link runs in a transaction: a transaction is the boundary
+    PgBouncer keeps, whatever messages the driver sends within it. Session settings cannot be kept
+    either (an operator sets them on the database or role instead)."""
+
+    def __init__(self, url: str, dialect: Dialect, size: int, *, pooled: bool = False) -> None:
         self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.size = size
+        self.pooled = pooled
         self.statements = StatementCache(dialect)
         self._pool: asyncpg.Pool | None = None
 
     async def _get(self) -> asyncpg.Pool:
         if self._pool is None:
+            options: dict[str, Any] = (
+                {"statement_cache_size": 0} if self.pooled else {"server_settings": _SESSION}
+            )
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=0, max_size=self.size, reset=_no_reset, server_settings=_SESSION
+                self.dsn, min_size=0, max_size=self.size, reset=_no_reset, **options
             )
             if self._pool is None:
                 self._pool = pool
@@ -165,7 +175,7 @@ class AsyncpgPool:
     async def link(self, *, transaction: bool) -> AsyncIterator[Link]:
         pool = await self._get()
         async with pool.acquire() as conn:
-            if transaction:
+            if transaction or self.pooled:
                 async with conn.transaction():
                     yield AsyncpgLink(conn, self.statements)
             else:

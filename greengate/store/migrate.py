@@ -16,25 +16,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from greengate.settings import sqlite_file
-from greengate.store.db import create_private_file
+from greengate.store.db import create_private_file, pooler_connect_args
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, pooler: str = "none") -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation would choke on a '%' in a password.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["pooler"] = pooler
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, pooler: str = "none") -> None:
     """Apply migrations; must be called where no event loop is running (Alembic runs its own)."""
     path = sqlite_file(url)
     if path is not None:
         create_private_file(path)
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, pooler), revision)
 
 
 class DatabaseProblem(Exception):
@@ -51,8 +52,8 @@ def _state(conn: Connection) -> tuple[str | None, bool]:
     return MigrationContext.configure(conn).get_current_revision(), bool(tables)
 
 
-async def _read_state(url: str) -> tuple[str | None, bool]:
-    engine = create_async_engine(url, poolclass=NullPool)
+async def _read_state(url: str, pooler: str) -> tuple[str | None, bool]:
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=pooler_connect_args(pooler))
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(_state)
@@ -91,7 +92,7 @@ def connect_problem(url: str, exc: BaseException) -> DatabaseProblem:
     )
 
 
-def probe(url: str) -> tuple[str | None, bool]:
+def probe(url: str, *, pooler: str = "none") -> tuple[str | None, bool]:
     """The database's migration revision and whether it has tables; a DatabaseProblem when it cannot
     be reached. Call where no event loop is running."""
     path = sqlite_file(url)
@@ -100,17 +101,17 @@ def probe(url: str) -> tuple[str | None, bool]:
             raise connect_problem(url, FileNotFoundError(path.parent))
         create_private_file(path)
     try:
-        return asyncio.run(_read_state(url))
+        return asyncio.run(_read_state(url, pooler))
     except Exception as exc:
         raise connect_problem(url, exc) from None
 
 
-def prepare_schema(url: str) -> bool:
+def prepare_schema(url: str, *, pooler: str = "none") -> bool:
     """Check that the database is migrated to this version's head before a command uses it. An
     embedded database with no tables is migrated here (returns True); every other gap raises a
     DatabaseProblem saying what to do. Call where no event loop is running."""
     path = sqlite_file(url)
-    current, has_tables = probe(url)
+    current, has_tables = probe(url, pooler=pooler)
     head = head_revision(url)
     if current == head:
         return False

@@ -63,10 +63,11 @@ async def pay(rt: Runtime, payment_id: int, number: str = APPROVED) -> str:
 
 
 async def fund(rt: Runtime, merchant_id: int, amount: int, currency: str = "KZT") -> None:
+    """Test money for the test-mode shop: its payouts draw on the test book."""
     async with rt.db.transaction() as session:
         await ledger.post(
             session,
-            ledger_domain.payment_succeeded(merchant_id, amount, currency, 0),
+            ledger_domain.payment_succeeded(merchant_id, amount, currency, 0, book=ledger_domain.Book.TEST),
             object_type="test_funding",
             object_id=f"{merchant_id}:{next(_funding)}",
             now=utcnow(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,15 @@ async def test_version_and_one_line_help_for_every_command(tmp_path: Path) -> No
         assert short and not short.endswith("..."), f"greengate {name} has no one-line description"
         helped = CliRunner().invoke(app, [*name.split(), "--help"])
         assert helped.exit_code == 0 and "<bool>" not in helped.output, helped.output
+
+
+async def test_a_database_from_a_newer_release_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "newer.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0999')")
+        conn.execute("CREATE TABLE later_table (id INTEGER)")
+    env = greengate_env(f"sqlite+aiosqlite:///{db}")
+    for args in (["migrate"], ["merchant", "list"], ["serve", "--port", "1"]):
+        line = one_line_error(await asyncio.to_thread(run, args, env, tmp_path))
+        assert "0999" in line and "newer" in line

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from greengate.store.db import pooler_connect_args
 from greengate.store.models import Base
 
 config = context.config
@@ -27,7 +28,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url, poolclass=NullPool)
+    connect_args = pooler_connect_args(config.attributes.get("pooler", "none"))
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()
