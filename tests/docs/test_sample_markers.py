@@ -79,3 +79,49 @@ def test_differences_ignore_volatile_values_but_not_names_order_or_other_values(
     assert differences(shown, fresh_salt) == []
     assert differences(shown, other_amount) == ["/response/pg_amount: '8.00', the page shows '7.00'"]
     assert len(differences(shown, reordered)) == 1
+
+
+CALLBACK_AND_BROWSER = """# page
+
+<!-- callback
+payment: pg_amount=10 pg_result_url={shop}/r.php card=4405645000006150
+receive: /r.php
+-->
+
+```
+POST /r.php HTTP/1.1
+
+pg_payment_id=1&pg_result=1
+```
+
+<!-- run
+browser: payment.php pg_amount=99
+-->
+
+```
+HTTP/1.1 303 See Other
+location: http://127.0.0.1:8000/pay/abc
+```
+"""
+
+
+def test_callback_and_browser_blocks_are_read_with_their_own_last_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(doc_samples, "DOCS", tmp_path)
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "page.md").write_text(CALLBACK_AND_BROWSER)
+
+    [callback] = doc_samples.callback_samples("api")
+    [browser] = doc_samples.http_samples("api")
+
+    assert [s.kind for s in callback.steps] == ["payment", "receive"]
+    assert callback.message == "pg_payment_id=1&pg_result=1"
+    assert [s.kind for s in browser.steps] == ["browser"]
+    assert browser.answer.startswith("HTTP/1.1 303 See Other\nlocation: ")
+    assert doc_samples.samples(tmp_path / "api" / "page.md") == []  # neither is an XML answer
+
+
+def test_a_callback_sample_must_end_by_receiving() -> None:
+    with pytest.raises(ValueError, match="receive"):
+        doc_samples._steps("payment: pg_amount=1\nrequest: get_status.php", last=("receive",))

@@ -295,6 +295,7 @@ class Shop:
     client: httpx.AsyncClient
     merchant_id: int
     secret: str
+    payout_secret: str = ""  # signs the payout scripts (reg2nonreg, reg2reg, payment_status)
 
     def message(self, script: str, fields: Mapping[str, Any] | Params, salt: str | None = None) -> Params:
         params = as_params(fields)
@@ -348,7 +349,7 @@ async def make_shop(
                 now=utcnow(),
                 allow_private_callbacks=True,
             )
-    return Shop(client, creds.merchant_id, creds.secret_key)
+    return Shop(client, creds.merchant_id, creds.secret_key, creds.payout_secret)
 
 
 async def set_merchant(rt: Runtime, merchant_id: int, **api_settings: Any) -> None:
