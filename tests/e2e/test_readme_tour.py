@@ -78,7 +78,7 @@ def demo(tmp_path: Path, free_port: int) -> Iterator[tuple[GreengateProcess, dic
     try:
         server.wait_http(f"http://127.0.0.1:{free_port}/healthz", timeout=60)
         printed = server.output()
-        start = printed.index("{", printed.index("Demo data ready"))
+        start = printed.index("{", printed.index("Demo data made"))
         data, _ = json.JSONDecoder().raw_decode(printed[start:])
         yield server, data, tmp_path
     finally:
