@@ -37,6 +37,23 @@ def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
 
 
+# Suites whose outcome does not depend on the database: pure domain code, pages in a browser, the client
+# over HTTP and the documentation's samples. They run in the SQLite pass; on PostgreSQL they would only
+# repeat it.
+DATABASE_INDEPENDENT = ("unit", "browser", "client", "docs")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not is_postgres(os.environ.get("GREENGATE_TEST_DATABASE_URL", "")):
+        return
+    tests_dir = Path(__file__).parent
+    skip = pytest.mark.skip(reason="database-independent: runs in the SQLite pass")
+    for item in items:
+        parts = Path(str(item.path)).relative_to(tests_dir).parts
+        if parts and parts[0] in DATABASE_INDEPENDENT:
+            item.add_marker(skip)
+
+
 async def wipe(url: str) -> None:
     engine = create_async_engine(url, poolclass=NullPool)
     async with engine.begin() as conn:
