@@ -258,7 +258,8 @@ async def fund(rt: Runtime, merchant_id: int, amount: int) -> None:
     async with rt.db.transaction() as session:
         await ledger.post(
             session,
-            ledger_domain.payment_succeeded(merchant_id, amount, "KZT", 0),
+            # The shop is in test mode: its payouts draw on the test book.
+            ledger_domain.payment_succeeded(merchant_id, amount, "KZT", 0, book=ledger_domain.Book.TEST),
             object_type="test_funding",
             object_id=f"{merchant_id}:cluster",
             now=utcnow(),
@@ -433,4 +434,7 @@ async def test_two_nodes_and_two_workers_through_pgbouncer_survive_kills(
             cwd=tmp_path,
             timeout=300,
         )
-        assert (ledger_check.returncode, ledger_check.stdout.strip()) == (0, b"OK"), ledger_check
+        assert (ledger_check.returncode, ledger_check.stdout.strip()) == (
+            0,
+            b"live book: OK\ntest book: OK",
+        ), ledger_check

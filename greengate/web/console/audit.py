@@ -12,6 +12,7 @@ from greengate.services.admin_users import ROLES, create_admin, update_admin
 from greengate.services.console_sessions import end_sessions_of
 from greengate.store.models import AdminUser, AuditEvent
 from greengate.web.console.auth import Console, ConsoleRoute, action, page, perform
+from greengate.web.console.filters import text as filter_text
 from greengate.web.console.rendering import paginate, render
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -19,10 +20,7 @@ router = APIRouter(route_class=ConsoleRoute)
 
 @router.get("/admin/audit")
 async def audit_log(request: Request, console: Console = Depends(page())) -> Response:
-    filters = {
-        name: request.query_params.get(name, "").strip()[:200]
-        for name in ("actor", "action", "object_type", "object_id")
-    }
+    filters = {name: filter_text(request, name) for name in ("actor", "action", "object_type", "object_id")}
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
     if filters["actor"]:
         stmt = stmt.where(AuditEvent.actor.ilike(f"%{filters['actor']}%"))

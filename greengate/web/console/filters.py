@@ -11,7 +11,11 @@ from greengate.domain.money import parse_amount
 
 
 def text(request: Request, name: str, max_length: int = 200) -> str:
-    return request.query_params.get(name, "").strip()[:max_length]
+    """A filter's text, without what no database stores (NUL, lone surrogates): such a filter matches
+    nothing anyway."""
+    raw = request.query_params.get(name, "")
+    kept = "".join(ch for ch in raw if ch != "\x00" and not "\ud800" <= ch <= "\udfff")
+    return kept.strip()[:max_length]
 
 
 def integer(request: Request, name: str) -> int | None:

@@ -27,6 +27,7 @@ from greengate.services.merchants import (
 )
 from greengate.store.models import Merchant, MerchantFee
 from greengate.web.console.auth import Console, ConsoleRoute, action, page, perform
+from greengate.web.console.filters import text as filter_text
 from greengate.web.console.rendering import paginate, redirect, render
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -35,7 +36,7 @@ URL_FIELDS = ("check_url", "result_url", "refund_url", "capture_url", "success_u
 
 @router.get("/admin/merchants")
 async def merchant_list(request: Request, console: Console = Depends(page())) -> Response:
-    q = request.query_params.get("q", "").strip()[:200]
+    q = filter_text(request, "q")
     mode = request.query_params.get("mode", "")
     state = request.query_params.get("state", "")
     stmt = select(Merchant).order_by(Merchant.id.desc())
