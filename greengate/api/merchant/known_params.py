@@ -14,52 +14,15 @@ from __future__ import annotations
 
 import re
 
+from greengate.api.merchant import payment_params
 from greengate.domain.params import Params
 
 # Present in every request of the family.
 _ENVELOPE = {"pg_merchant_id", "pg_salt", "pg_sig", "pg_xml"}
 
-# Payment acceptance: init_payment.php, payment.php, card/init (spec, "Payment acceptance").
-_PAYMENT = {
-    "pg_amount",
-    "pg_currency",
-    "pg_description",
-    "pg_order_id",
-    "pg_check_url",
-    "pg_result_url",
-    "pg_refund_url",
-    "pg_capture_url",
-    "pg_request_method",
-    "pg_success_url",
-    "pg_failure_url",
-    "pg_success_url_method",
-    "pg_failure_url_method",
-    "pg_state_url",
-    "pg_state_url_method",
-    "pg_site_url",
-    "pg_payment_system",
-    "pg_lifetime",
-    "pg_user_phone",
-    "pg_user_contact_email",
-    "pg_user_email",
-    "pg_user_ip",
-    "pg_user_id",
-    "pg_user_cardholder",
-    "pg_language",
-    "pg_encoding",
-    "pg_testing_mode",
-    "pg_postpone_payment",
-    "pg_postpone",
-    "pg_auto_clearing",
-    "pg_recurring_start",
-    "pg_recurring_lifetime",
-    "pg_timeout_after_payment",
-    "pg_idempotency_key",
-    "pg_param1",
-    "pg_param2",
-    "pg_param3",
-    "pg_receipt_positions",
-}
+# Payment acceptance (init_payment.php, payment.php, card/init): the names the payment reader interprets,
+# plus pg_param1..3, which it echoes as the shop's own.
+_PAYMENT = set(payment_params.KNOWN) | {"pg_param1", "pg_param2", "pg_param3"}
 
 # Status reads, cancel, refunds, captures, recurring charges, ps_list (spec).
 _OPERATIONS = {
