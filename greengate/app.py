@@ -18,12 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from greengate import __version__
 from greengate import log as logging_setup
+from greengate.api.dispatch import Dispatch, Scripts, incoming_of
 from greengate.api.exchange import orders as exchange_orders_api
 from greengate.api.exchange import routes as exchange_routes
 from greengate.api.exchange.limits import ExchangeLimits
 from greengate.api.exchange.wire import error_body
-from greengate.api.merchant import card_storage as card_storage_api
-from greengate.api.merchant import payouts as merchant_payouts
 from greengate.api.merchant import routes as merchant_routes
 from greengate.api.merchant.protocol import is_merchant_path, unknown_script
 from greengate.body_limit import BodyLimitMiddleware
@@ -76,25 +75,16 @@ class ObservabilityMiddleware:
 
 
 class Gateway(FastAPI):
-    """The application. A POST to one of the Exchange API's busiest endpoints is served before the
-    framework's middleware and routing, with the same request id and access metrics; everything else
-    goes through FastAPI."""
+    """The application. The scripts of both APIs are served by the lean dispatch, everything else goes
+    through FastAPI; the body limit, the Exchange API's limits and the access metrics stand in front of
+    both."""
 
-    _order_endpoints = ObservabilityMiddleware(exchange_orders_api.serve_order_endpoint)
-    body_limit: BodyLimitMiddleware
+    front: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.body_limit(scope, receive, send)
+        await self.front(scope, receive, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] in exchange_orders_api.ENDPOINTS
-            and scope["method"] == "POST"
-        ):
-            scope["app"] = self
-            await self._order_endpoints(scope, receive, send)
-            return
+    async def _framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
 
 
@@ -130,17 +120,19 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         docs_url=None,
         redoc_url=None,
     )
-    app.body_limit = BodyLimitMiddleware(
-        ExchangeLimits(app._dispatch, lambda: app.state.runtime), settings.max_request_bytes
+    scripts = Scripts()
+    exchange_orders_api.add_scripts(scripts)
+    merchant_routes.add_scripts(scripts)
+    runtime = lambda: app.state.runtime  # noqa: E731
+    app.front = ObservabilityMiddleware(
+        BodyLimitMiddleware(
+            ExchangeLimits(Dispatch(scripts, app._framework, runtime), runtime), settings.max_request_bytes
+        )
     )
-    app.add_middleware(ObservabilityMiddleware)
     app.include_router(exchange_routes.router)
-    app.include_router(merchant_routes.router)
     app.include_router(exchange_pages.router)
     app.include_router(checkout.router)
-    app.include_router(card_storage_api.router)
     app.include_router(card_storage_pages.router)
-    app.include_router(merchant_payouts.router)
     app.include_router(payout_pages.router)
     app.include_router(console.router)
     app.include_router(api_docs.router)
@@ -158,7 +150,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             )
             return JSONResponse(body, status_code=exc.status_code)
         if exc.status_code in (404, 405) and is_merchant_path(request.url.path):
-            return await unknown_script(request)
+            answer = await unknown_script(request.app.state.runtime, await incoming_of(request))
+            return Response(answer.body, status_code=answer.status, media_type=answer.content_type.decode())
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.get(

@@ -1,17 +1,16 @@
 """order/check and order/create, the Exchange API's busiest endpoints, from request bytes to response
-bytes. The FastAPI routes document them (/docs) and call them; the app (`greengate.app.Gateway`) serves
-a POST to their exact path with `serve_order_endpoint`, before the framework's middleware, routing,
-dependency solving and request objects, which cost as much as the endpoint's own work."""
+bytes. The FastAPI routes document them (/docs) and call them; a POST to their exact path is served by
+the lean dispatch (`greengate.api.dispatch`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
-from starlette.types import Receive, Scope, Send
 
+from greengate.api.dispatch import Answer, Incoming, Scripts
 from greengate.api.exchange.wire import dumps, error_body, error_status, order_wire
 from greengate.api.jsonbody import canonical_json, parse_json_object
 from greengate.clock import utcnow
@@ -27,7 +26,7 @@ JSON = "application/json"
 MAX_IDS = 500
 CHECK_PATH = "/api/v2/order/check"
 CREATE_PATH = "/api/v2/order/create"
-Answer = tuple[int, bytes]
+Reply = tuple[int, bytes]
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -78,11 +77,11 @@ def order_ids(data: dict[str, Any]) -> tuple[list[int], list[str]]:
     return ids, others
 
 
-def error_answer(error: DomainError) -> Answer:
+def error_answer(error: DomainError) -> Reply:
     return error_status(error), dumps(error_body(error))
 
 
-async def answer(path: str, work: Awaitable[Answer]) -> Answer:
+async def answer(path: str, work: Awaitable[Reply]) -> Reply:
     """The endpoint's answer; a failure in the spec's error shape, never a traceback."""
     try:
         return await work
@@ -93,7 +92,7 @@ async def answer(path: str, work: Awaitable[Answer]) -> Answer:
         return error_answer(Unavailable("internal error; the request was not applied", code="internal_error"))
 
 
-async def check(rt: Runtime, api_secret: str | None, content_type: str, body: bytes) -> Answer:
+async def check(rt: Runtime, api_secret: str | None, content_type: str, body: bytes) -> Reply:
     """The client's own orders among the ids; others' and unknown ids are simply absent."""
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
@@ -118,7 +117,7 @@ async def create(
     idempotency_key: str | None,
     content_type: str,
     body: bytes,
-) -> Answer:
+) -> Reply:
     """Create an order: lock the rate, assign requisites (or leave it unconfirmed until one frees up)."""
     if not api_secret:
         raise Unauthorized("Api-Secret header is required", code="missing_api_secret")
@@ -168,78 +167,26 @@ async def create(
     return 200, out
 
 
-class _Route:
-    """What `scope["route"]` holds for the access metrics, as the router's routes do."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-Endpoint = Callable[[Runtime, dict[bytes, bytes], bytes], Awaitable[Answer]]
+async def _check(rt: Runtime, req: Incoming) -> Answer:
+    status, out = await answer(
+        CHECK_PATH, check(rt, req.header(b"api-secret"), req.header(b"content-type") or "", req.body)
+    )
+    return Answer(status, out, b"application/json")
 
 
-async def _check(rt: Runtime, headers: dict[bytes, bytes], body: bytes) -> Answer:
-    return await check(rt, _header(headers, b"api-secret"), _header(headers, b"content-type") or "", body)
-
-
-async def _create(rt: Runtime, headers: dict[bytes, bytes], body: bytes) -> Answer:
-    return await create(
+async def _create(rt: Runtime, req: Incoming) -> Answer:
+    work = create(
         rt,
-        _header(headers, b"api-secret"),
-        _header(headers, b"idempotency-key"),
-        _header(headers, b"content-type") or "",
-        body,
+        req.header(b"api-secret"),
+        req.header(b"idempotency-key"),
+        req.header(b"content-type") or "",
+        req.body,
     )
+    status, out = await answer(CREATE_PATH, work)
+    return Answer(status, out, b"application/json")
 
 
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return value.decode("latin-1") if value is not None else None
-
-
-# POST paths served by `serve_order_endpoint`.
-ENDPOINTS: dict[str, tuple[_Route, Endpoint]] = {
-    CHECK_PATH: (_Route(CHECK_PATH), _check),
-    CREATE_PATH: (_Route(CREATE_PATH), _create),
-}
-
-
-async def serve_order_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    """ASGI app for a POST to one of `ENDPOINTS` (the caller routes); `scope["app"]` holds the runtime."""
-    route, handle = ENDPOINTS[scope["path"]]
-    scope["route"] = route
-    rt: Runtime = scope["app"].state.runtime
-    headers = dict(scope["headers"])
-    body = await _read_body(receive, headers.get(b"content-length"), rt.settings.max_request_bytes)
-    if body is None:
-        status, out = error_answer(InvalidRequest("request body is too large", code="payload_too_large"))
-    else:
-        status, out = await answer(route.path, handle(rt, headers, body))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(out))],
-        }
-    )
-    await send({"type": "http.response.body", "body": out})
-
-
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
-    """The whole body, taken in before a transaction opens (a slow client holds no connection);
-    None when it is larger than the limit."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b""  # the client left; the answer goes nowhere
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+def add_scripts(scripts: Scripts) -> None:
+    """The FastAPI routes document these two; the dispatch serves them."""
+    scripts.add(CHECK_PATH, ["POST"], _check)
+    scripts.add(CREATE_PATH, ["POST"], _create)

@@ -5,12 +5,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from html import escape
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from greengate.api.dispatch import Answer, Incoming, Script
 from greengate.api.exchange.wire import wire_time
 from greengate.api.merchant.payment_params import (
     parse_currency,
@@ -22,11 +20,12 @@ from greengate.api.merchant.payment_params import (
 )
 from greengate.api.merchant.protocol import (
     Handler,
-    KeyKind,
     MerchantCall,
-    handle,
     process,
+    reads,
     request_fingerprint,
+    to_page,
+    writes,
 )
 from greengate.api.merchant.status import status3_fields
 from greengate.domain.errors import InvalidRequest
@@ -37,8 +36,6 @@ from greengate.services import idempotency, saved_cards
 from greengate.services.payments import find_payment, latest_attempt, page_url
 from greengate.store.models import SavedCard
 
-router = APIRouter(tags=["Merchant API"], include_in_schema=False)
-METHODS = ["GET", "POST"]
 PREFIX = "/v1/merchant/{merchant_id}"
 # Card parameters of card/init: the gateway's, never echoed back as the merchant's own.
 _CARD_PARAMS = frozenset({"pg_card_id", "pg_card_token", "pg_user_id"})
@@ -148,24 +145,6 @@ def _remove(purpose: str) -> Handler:
     return handler
 
 
-def _route(script: str, handler: Handler, key_kind: KeyKind = "payment", *, writes: bool = True) -> None:
-    async def endpoint(request: Request, merchant_id: str) -> Response:
-        return await handle(
-            request, handler, key_kind=key_kind, merchant_id=merchant_id, writes=script if writes else None
-        )
-
-    router.add_api_route(f"{PREFIX}/{script}", endpoint, methods=METHODS, name=script.replace("/", "_"))
-
-
-_route("cardstorage/add", _add("payment"))
-_route("cardstorage/add2", _add("payment"))
-_route("cardstorage/list", _list("payment"), writes=False)
-_route("cardstorage/remove", _remove("payment"))
-_route("cardstoragepayout/add", _add("payout"), "payout")
-_route("cardstoragepayout/list", _list("payout"), "payout", writes=False)
-_route("cardstoragepayout/remove", _remove("payout"), "payout")
-
-
 # --- paying with a saved card ----------------------------------------------------------------------
 
 
@@ -228,20 +207,26 @@ async def _direct(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Par
     return status3_fields(payment, attempt, card_token=card.token)
 
 
-_route("card/init", _init)
-_route("card/direct", _direct)
-
-
-@router.api_route(f"{PREFIX}/card/pay", methods=METHODS)
-async def card_pay(request: Request, merchant_id: str) -> Response:
+async def _card_pay(rt: Runtime, request: Incoming) -> Answer:
     """The payer's browser brings the signed link: pay with the saved card, then the checkout page
     (3-D Secure where the card asks for it, else the result and the way back to the shop)."""
-    fields, _, _ = await process(request, _pay, merchant_id=merchant_id, writes="card/pay")
-    if first(fields, "pg_status") == "ok":
-        return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
-    code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")
-    body = (
-        "<!doctype html><meta charset=utf-8><title>Payment error</title>"
-        f"<h1>The payment could not be made</h1><p>Error {escape(code or '')}: {escape(text or '')}</p>"
-    )
-    return HTMLResponse(body, status_code=400)
+    outcome = await process(rt, request, _pay, writes="card/pay")
+    return to_page(outcome.fields, "The payment could not be made")
+
+
+def scripts() -> dict[str, Script]:
+    return {
+        f"{PREFIX}/{script}": made
+        for script, made in {
+            "cardstorage/add": writes(_add("payment"), "cardstorage/add"),
+            "cardstorage/add2": writes(_add("payment"), "cardstorage/add2"),
+            "cardstorage/list": reads(_list("payment")),
+            "cardstorage/remove": writes(_remove("payment"), "cardstorage/remove"),
+            "cardstoragepayout/add": writes(_add("payout"), "cardstoragepayout/add", "payout"),
+            "cardstoragepayout/list": reads(_list("payout"), "payout"),
+            "cardstoragepayout/remove": writes(_remove("payout"), "cardstoragepayout/remove", "payout"),
+            "card/init": writes(_init, "card/init"),
+            "card/direct": writes(_direct, "card/direct"),
+            "card/pay": _card_pay,
+        }.items()
+    }

@@ -20,8 +20,8 @@ import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
 
+from greengate.api.dispatch import Incoming
 from greengate.domain.errors import InvalidRequest
 from greengate.domain.params import (
     MalformedParams,
@@ -66,8 +66,8 @@ class PayloadTooLarge(InvalidRequest):
 # --- inbound -----------------------------------------------------------------------------------
 
 
-async def read_params(
-    request: Request, *, max_bytes: int = MAX_BODY_BYTES, max_params: int = MAX_PARAMS
+def read_params(
+    request: Incoming, *, max_bytes: int = MAX_BODY_BYTES, max_params: int = MAX_PARAMS
 ) -> Params:
     """All parameters of a Merchant API request, query string first, then the body.
 
@@ -76,9 +76,8 @@ async def read_params(
     """
     body = b""
     if request.method not in ("GET", "HEAD"):
-        body = await _read_body(request, max_bytes)
-    query_string: bytes = request.scope.get("query_string", b"")
-    return parse_message(query_string, body, request.headers.get("content-type", ""), max_params=max_params)
+        body = _checked_body(request, max_bytes)
+    return parse_message(request.query, body, request.header(b"content-type") or "", max_params=max_params)
 
 
 def parse_message(
@@ -93,29 +92,19 @@ def parse_message(
     return _checked(params, max_params)
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+def _checked_body(request: Incoming, max_bytes: int) -> bytes:
+    encoding = (request.header(b"content-encoding") or "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise MalformedRequest(f"Content-Encoding {encoding!r} is not supported")
-    declared = request.headers.get("content-length")
+    declared = request.header(b"content-length")
     if declared is not None:
         declared = declared.strip()
         if not _CONTENT_LENGTH.fullmatch(declared):
             raise MalformedRequest("invalid Content-Length header")
-        if int(declared) > max_bytes:
-            raise _too_large(max_bytes)
-    # Counted while streaming too: a chunked body has no Content-Length to check up front.
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    # Kept for the error answer: a body that fails to parse may still name its merchant.
-    request.state.merchant_api_body = body
-    return body
+    # The dispatch read it under the gateway's own limit; a caller may ask for less.
+    if len(request.body) > max_bytes:
+        raise _too_large(max_bytes)
+    return request.body
 
 
 _MERCHANT_ID_IN_BODY = re.compile(
@@ -125,11 +114,10 @@ _MERCHANT_ID_IN_BODY = re.compile(
 )
 
 
-def merchant_id_hint(request: Request) -> str | None:
+def merchant_id_hint(request: Incoming) -> str | None:
     """``pg_merchant_id`` of a request whose parameters could not be read, where it is still legible:
-    the query string, else a plain occurrence in the body (form, XML or JSON) already received."""
-    query = request.scope.get("query_string", b"")
-    for source in (query, getattr(request.state, "merchant_api_body", b"")):
+    the query string, else a plain occurrence in the body (form, XML or JSON)."""
+    for source in (request.query, request.body):
         source = source[:MAX_BODY_BYTES]
         # As sent, and percent-decoded (a pg_xml document inside a form).
         for text in (source, unquote_to_bytes(source.replace(b"+", b" "))):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from greengate.api.dispatch import Script
 from greengate.api.exchange.wire import wire_time
 from greengate.api.merchant.payment_params import KNOWN, parse_url, read_text, shop_params
-from greengate.api.merchant.protocol import Handler, MerchantCall, handle, request_fingerprint
+from greengate.api.merchant.protocol import MerchantCall, request_fingerprint, writes
 from greengate.api.merchant.status import money
 from greengate.domain.errors import BusinessRuleViolation, InvalidRequest
 from greengate.domain.money import parse_amount
@@ -25,9 +25,7 @@ from greengate.runtime import Runtime
 from greengate.services import captures, idempotency, recurring, refunds
 from greengate.services.payments import find_payment
 
-router = APIRouter(tags=["Merchant API"], include_in_schema=False)
-METHODS = ["GET", "POST"]
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_HEADER = b"idempotency-key"
 
 
 # --- parameters ------------------------------------------------------------------------------
@@ -91,8 +89,8 @@ async def _once(
     return fields
 
 
-def _key(call: MerchantCall, header: str | None) -> list[tuple[str, str]]:
-    key = first(call.params, "pg_idempotency_key") or header
+def _key(call: MerchantCall) -> list[tuple[str, str]]:
+    key = first(call.params, "pg_idempotency_key") or call.request.header(IDEMPOTENCY_HEADER)
     if not key:
         return []
     try:
@@ -101,78 +99,65 @@ def _key(call: MerchantCall, header: str | None) -> list[tuple[str, str]]:
         raise InvalidRequest(exc.message, field="pg_idempotency_key") from None
 
 
-def _with_key(make: Callable[[str | None], Handler], script: str) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        return await handle(request, make(request.headers.get(IDEMPOTENCY_HEADER)), writes=script)
-
-    return endpoint
-
-
 # --- revoke.php ------------------------------------------------------------------------------
 
 
-def _revoke(header: str | None) -> Handler:
-    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
-        payment_id = _id(call.params, "pg_payment_id")
+async def _revoke(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    payment_id = _id(call.params, "pg_payment_id")
 
-        async def act() -> Params:
-            payment = await find_payment(
-                session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
+    async def act() -> Params:
+        payment = await find_payment(
+            session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
+        )
+        currency = read_text(call.params, "pg_currency", max_length=3)
+        if (
+            currency is not None
+            and CURRENCY_ALIASES.get(currency.upper(), currency.upper()) != payment.currency
+        ):
+            raise InvalidRequest(
+                f"pg_currency {currency} is not the payment's currency ({payment.currency})",
+                field="pg_currency",
             )
-            currency = read_text(call.params, "pg_currency", max_length=3)
-            if (
-                currency is not None
-                and CURRENCY_ALIASES.get(currency.upper(), currency.upper()) != payment.currency
-            ):
-                raise InvalidRequest(
-                    f"pg_currency {currency} is not the payment's currency ({payment.currency})",
-                    field="pg_currency",
-                )
-            amount = _amount(call.params, "pg_refund_amount", payment.currency)
-            refund = await refunds.refund_payment(
-                session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
-            )
-            return [
-                ("pg_payment_id", str(payment.id)),
-                ("pg_refund_payment_id", str(refund.id)),
-                ("pg_refund_amount", money(refund.amount, refund.currency)),
-                ("pg_revoke_amount", money(payment.refunded_amount, payment.currency)),
-                ("pg_transaction_status", TRANSACTION_STATUS[PaymentStatus(payment.status)]),
-            ]
+        amount = _amount(call.params, "pg_refund_amount", payment.currency)
+        refund = await refunds.refund_payment(
+            session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
+        )
+        return [
+            ("pg_payment_id", str(payment.id)),
+            ("pg_refund_payment_id", str(refund.id)),
+            ("pg_refund_amount", money(refund.amount, refund.currency)),
+            ("pg_revoke_amount", money(payment.refunded_amount, payment.currency)),
+            ("pg_transaction_status", TRANSACTION_STATUS[PaymentStatus(payment.status)]),
+        ]
 
-        return await _once(session, call, _key(call, header), act)
-
-    return handler
+    return await _once(session, call, _key(call), act)
 
 
 # --- do_capture.php --------------------------------------------------------------------------
 
 
-def _capture(header: str | None) -> Handler:
-    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
-        payment_id = _id(call.params, "pg_payment_id")
+async def _capture(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    payment_id = _id(call.params, "pg_payment_id")
 
-        async def act() -> Params:
-            payment = await find_payment(
-                session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
-            )
-            amount = _amount(call.params, "pg_clearing_amount", payment.currency)
-            if amount is None:
-                amount = _amount(call.params, "pg_amount", payment.currency)
-            capture = await captures.capture_payment(
-                session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
-            )
-            return [
-                ("pg_payment_id", str(payment.id)),
-                ("pg_amount", money(payment.amount, payment.currency)),
-                ("pg_clearing_amount", money(capture.amount, capture.currency)),
-                ("pg_currency", payment.currency),
-                ("pg_captured", "1"),
-            ]
+    async def act() -> Params:
+        payment = await find_payment(
+            session, call.merchant.id, payment_id=str(payment_id), order_id=None, lock=True
+        )
+        amount = _amount(call.params, "pg_clearing_amount", payment.currency)
+        if amount is None:
+            amount = _amount(call.params, "pg_amount", payment.currency)
+        capture = await captures.capture_payment(
+            session, payment, amount, actor=f"merchant:{call.merchant.id}", now=call.now
+        )
+        return [
+            ("pg_payment_id", str(payment.id)),
+            ("pg_amount", money(payment.amount, payment.currency)),
+            ("pg_clearing_amount", money(capture.amount, capture.currency)),
+            ("pg_currency", payment.currency),
+            ("pg_captured", "1"),
+        ]
 
-        return await _once(session, call, _key(call, header), act)
-
-    return handler
+    return await _once(session, call, _key(call), act)
 
 
 # --- make_recurring_payment.php --------------------------------------------------------------
@@ -180,65 +165,63 @@ def _capture(header: str | None) -> Handler:
 RECURRING_KNOWN = KNOWN | {"pg_recurring_profile"}
 
 
-def _recurring(header: str | None) -> Handler:
-    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
-        params = call.params
-        profile_id = _id(params, "pg_recurring_profile")
-        description = read_text(params, "pg_description", max_length=1024, required=True)
-        assert description is not None
-        order_id = read_text(params, "pg_order_id", max_length=50)
-        urls: dict[str, str] = {}
-        for name in ("pg_result_url", "pg_refund_url"):
-            value = read_text(params, name, max_length=2000)
-            if value is not None:
-                urls[name.removeprefix("pg_").removesuffix("_url")] = parse_url(value, name)
-        method = read_text(params, "pg_request_method", max_length=8)
-        if method is not None and method.upper() not in REQUEST_METHODS:
-            raise InvalidRequest(
-                f"pg_request_method must be one of {', '.join(REQUEST_METHODS)}", field="pg_request_method"
-            )
-        keys = _key(call, header)
-        if order_id is not None:
-            keys.append((f"{call.script}.order", order_id))
+async def _recurring(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    params = call.params
+    profile_id = _id(params, "pg_recurring_profile")
+    description = read_text(params, "pg_description", max_length=1024, required=True)
+    assert description is not None
+    order_id = read_text(params, "pg_order_id", max_length=50)
+    urls: dict[str, str] = {}
+    for name in ("pg_result_url", "pg_refund_url"):
+        value = read_text(params, name, max_length=2000)
+        if value is not None:
+            urls[name.removeprefix("pg_").removesuffix("_url")] = parse_url(value, name)
+    method = read_text(params, "pg_request_method", max_length=8)
+    if method is not None and method.upper() not in REQUEST_METHODS:
+        raise InvalidRequest(
+            f"pg_request_method must be one of {', '.join(REQUEST_METHODS)}", field="pg_request_method"
+        )
+    keys = _key(call)
+    if order_id is not None:
+        keys.append((f"{call.script}.order", order_id))
 
-        async def act() -> Params:
-            profile = await recurring.find_profile(session, call.merchant.id, profile_id)
-            amount = _amount(params, "pg_amount", profile.currency)
-            if amount is None:
-                raise InvalidRequest("pg_amount is required", field="pg_amount")
-            req = recurring.RecurringCharge(
-                profile_id=profile_id,
-                amount=amount,
-                description=description,
-                order_id=order_id,
-                urls=urls,
-                request_method=method.upper() if method else None,
-                extras=shop_params(params, RECURRING_KNOWN),
-            )
-            payment, profile = await recurring.charge(session, rt, call.merchant, req, call.now)
-            fields: Params = [
-                ("pg_payment_id", str(payment.id)),
-                ("pg_order_id", payment.order_id or ""),
-                ("pg_amount", money(payment.amount, payment.currency)),
-                ("pg_currency", payment.currency),
-                ("pg_transaction_status", TRANSACTION_STATUS[PaymentStatus(payment.status)]),
-                ("pg_recurring_profile_id", str(profile.id)),
-                ("pg_recurring_profile_expiry_date", wire_time(profile.expires_at)),
+    async def act() -> Params:
+        profile = await recurring.find_profile(session, call.merchant.id, profile_id)
+        amount = _amount(params, "pg_amount", profile.currency)
+        if amount is None:
+            raise InvalidRequest("pg_amount is required", field="pg_amount")
+        req = recurring.RecurringCharge(
+            profile_id=profile_id,
+            amount=amount,
+            description=description,
+            order_id=order_id,
+            urls=urls,
+            request_method=method.upper() if method else None,
+            extras=shop_params(params, RECURRING_KNOWN),
+        )
+        payment, profile = await recurring.charge(session, rt, call.merchant, req, call.now)
+        fields: Params = [
+            ("pg_payment_id", str(payment.id)),
+            ("pg_order_id", payment.order_id or ""),
+            ("pg_amount", money(payment.amount, payment.currency)),
+            ("pg_currency", payment.currency),
+            ("pg_transaction_status", TRANSACTION_STATUS[PaymentStatus(payment.status)]),
+            ("pg_recurring_profile_id", str(profile.id)),
+            ("pg_recurring_profile_expiry_date", wire_time(profile.expires_at)),
+        ]
+        if payment.failure_code is not None:
+            fields += [
+                ("pg_failure_code", str(payment.failure_code)),
+                ("pg_failure_description", payment.failure_description or ""),
             ]
-            if payment.failure_code is not None:
-                fields += [
-                    ("pg_failure_code", str(payment.failure_code)),
-                    ("pg_failure_description", payment.failure_description or ""),
-                ]
-            return fields
+        return fields
 
-        return await _once(session, call, keys, act)
-
-    return handler
+    return await _once(session, call, keys, act)
 
 
-router.add_api_route("/revoke.php", _with_key(_revoke, "revoke.php"), methods=METHODS)
-router.add_api_route("/do_capture.php", _with_key(_capture, "do_capture.php"), methods=METHODS)
-router.add_api_route(
-    "/make_recurring_payment.php", _with_key(_recurring, "make_recurring_payment.php"), methods=METHODS
-)
+def scripts() -> dict[str, Script]:
+    return {
+        "/revoke.php": writes(_revoke, "revoke.php"),
+        "/do_capture.php": writes(_capture, "do_capture.php"),
+        "/make_recurring_payment.php": writes(_recurring, "make_recurring_payment.php"),
+    }

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from greengate.api.dispatch import Answer, Incoming, Script
 from greengate.api.exchange.wire import wire_time
 from greengate.api.merchant.payment_params import (
     parse_currency,
@@ -20,7 +20,7 @@ from greengate.api.merchant.payment_params import (
     read_text,
     shop_params,
 )
-from greengate.api.merchant.protocol import Handler, MerchantCall, process, request_fingerprint, signed, xml
+from greengate.api.merchant.protocol import Handler, MerchantCall, process, request_fingerprint, xml
 from greengate.domain import ledger as ledger_domain
 from greengate.domain.errors import InvalidRequest
 from greengate.domain.money import format_minor
@@ -40,10 +40,7 @@ from greengate.runtime import Runtime
 from greengate.services import idempotency, ledger, payouts
 from greengate.store.models import Payout
 
-router = APIRouter(tags=["Merchant API"], include_in_schema=False)
-METHODS = ["GET", "POST"]
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 CARD_PARAMS = ("pg_card_token_to", "pg_card_id_to", "pg_card_id", "pg_card_token")
 # Parameters the gateway interprets; anything else is the merchant's own and is echoed in callbacks.
 KNOWN = frozenset(
@@ -207,10 +204,10 @@ def status_fields(payout: Payout) -> Params:
 # --- handlers --------------------------------------------------------------------------------
 
 
-def _creator(kind: PayoutKind, header_key: str | None) -> Handler:
+def _creator(kind: PayoutKind) -> Handler:
     async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
         merchant = call.merchant
-        req = parse_payout(call.params, kind, call.now, header_key)
+        req = parse_payout(call.params, kind, call.now, call.request.header(b"idempotency-key"))
         fingerprint = request_fingerprint(call.script, call.params)
         key = req.idempotency_key
         if key is not None:
@@ -260,27 +257,15 @@ def _creator(kind: PayoutKind, header_key: str | None) -> Handler:
     return handler
 
 
-async def _answer(request: Request, handler: Handler, writes: str | None = None) -> Response:
-    fields, secret, script = await process(request, handler, key_kind="payout", writes=writes)
-    if len(fields) > 1 and fields[0] == ("pg_status", "ok") and fields[1][0] == "pg_status":
-        fields = fields[1:]  # the answer names the payout's own pg_status (reg2reg)
-    return xml(signed(script, fields, secret), request)
+def _answering(handler: Handler, writes: str | None = None) -> Script:
+    async def script(rt: Runtime, request: Incoming) -> Answer:
+        outcome = await process(rt, request, handler, key_kind="payout", writes=writes)
+        fields = outcome.fields
+        if len(fields) > 1 and fields[0] == ("pg_status", "ok") and fields[1][0] == "pg_status":
+            fields = fields[1:]  # the answer names the payout's own pg_status (reg2reg)
+        return xml(outcome, fields)
 
-
-@router.api_route("/api/reg2nonreg", methods=METHODS)
-async def reg2nonreg(request: Request) -> Response:
-    """Payout to a card the recipient enters on the hosted page."""
-    return await _answer(
-        request, _creator(PayoutKind.TO_NEW_CARD, request.headers.get(IDEMPOTENCY_HEADER)), "api/reg2nonreg"
-    )
-
-
-@router.api_route("/api/reg2reg", methods=METHODS)
-async def reg2reg(request: Request) -> Response:
-    """Payout to a saved payout card."""
-    return await _answer(
-        request, _creator(PayoutKind.TO_SAVED_CARD, request.headers.get(IDEMPOTENCY_HEADER)), "api/reg2reg"
-    )
+    return script
 
 
 async def _status(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
@@ -293,7 +278,12 @@ async def _status(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Par
     return status_fields(payout)
 
 
-@router.api_route("/api/payment_status", methods=METHODS)
-async def payment_status(request: Request) -> Response:
-    """A payout's status by pg_payment_id or pg_order_id."""
-    return await _answer(request, _status)
+def scripts() -> dict[str, Script]:
+    return {
+        # Payout to a card the recipient enters on the hosted page.
+        "/api/reg2nonreg": _answering(_creator(PayoutKind.TO_NEW_CARD), "api/reg2nonreg"),
+        # Payout to a saved payout card.
+        "/api/reg2reg": _answering(_creator(PayoutKind.TO_SAVED_CARD), "api/reg2reg"),
+        # A payout's status by pg_payment_id or pg_order_id.
+        "/api/payment_status": _answering(_status),
+    }

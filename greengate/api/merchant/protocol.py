@@ -18,17 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from html import escape
+from typing import Any, Literal
 
 import structlog
-from fastapi import Request, Response
+from asyncpg.exceptions import UniqueViolationError
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.requests import ClientDisconnect
+from sqlalchemy.orm import make_transient_to_detached
 
+from greengate.api.dispatch import Answer, Incoming, Script
 from greengate.api.merchant.codec import merchant_id_hint, read_params, render_xml
 from greengate.api.merchant.errors import pg_error_code
 from greengate.api.merchant.known_params import answer_fields, unknown_names
@@ -50,10 +54,12 @@ from greengate.runtime import Runtime
 from greengate.services import idempotency, throttles
 from greengate.services.merchants import payout_secret, secret_key
 from greengate.store import signed_requests
+from greengate.store.db import table_of
+from greengate.store.links import Link, as_link
 from greengate.store.models import Merchant
 
 log = structlog.get_logger(__name__)
-XML_TYPE = "text/xml; charset=utf-8"
+XML_TYPE = b"text/xml; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,30 @@ class MerchantCall:
     params: Params
     script: str
     now: datetime
+    request: Incoming
 
 
 Handler = Callable[[AsyncSession, Runtime, MerchantCall], Awaitable[Params]]
 KeyKind = Literal["payment", "payout"]  # which merchant secret signs the script
+
+
+@dataclass(frozen=True)
+class OnLink:
+    """A script written in Core statements: it runs on a `Link`, at the driver's cost, where the others
+    run in an ORM session."""
+
+    run: Callable[[Link, Runtime, MerchantCall], Awaitable[Params]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a call comes to: the answer's fields, the secret that signs them (None: unsigned), the
+    script name they are signed with, and the seconds to wait when a throttle refused the call."""
+
+    fields: Params
+    secret: str | None
+    script: str
+    retry_after: int | None = None
 
 
 def _as_read(fields: Params) -> Params:
@@ -95,13 +121,12 @@ def error_fields(error: DomainError) -> Params:
     ]
 
 
-def xml(params: Params, request: Request | None = None) -> Response:
-    """The XML answer; 429 with Retry-After when a throttle refused the request."""
-    retry_after = getattr(request.state, "retry_after", None) if request is not None else None
-    if retry_after is not None:
-        headers = {"Retry-After": str(retry_after)}
-        return Response(render_xml(params), status_code=429, media_type=XML_TYPE, headers=headers)
-    return Response(render_xml(params), media_type=XML_TYPE)
+def xml(outcome: Outcome, fields: Params | None = None) -> Answer:
+    """The signed XML answer; 429 with Retry-After when a throttle refused the request."""
+    body = render_xml(signed(outcome.script, outcome.fields if fields is None else fields, outcome.secret))
+    if outcome.retry_after is not None:
+        return Answer(429, body, XML_TYPE, ((b"retry-after", str(outcome.retry_after).encode()),))
+    return Answer(200, body, XML_TYPE)
 
 
 FAILURE_SCOPE = "auth_fail_merchant"
@@ -113,20 +138,28 @@ def _failure_rule(rt: Runtime) -> throttles.Rule:
     )
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def _is_auth_failure(error: DomainError) -> bool:
     return isinstance(error, MerchantUnknown) or error.code == "signature_invalid"
 
 
-async def _merchant(session: AsyncSession, params: Params, path_merchant_id: str | None) -> Merchant:
-    raw = path_merchant_id or first(params, "pg_merchant_id")
-    merchant_id = id_number(raw)
-    if merchant_id is None:
-        raise MerchantUnknown("pg_merchant_id is missing or unknown")
-    merchant = await session.get(Merchant, merchant_id)
+_MERCHANTS = table_of(Merchant)
+_MERCHANT_BY_ID = select(_MERCHANTS).where(_MERCHANTS.c.id == bindparam("id"))
+
+
+async def find_merchant(link: Link, merchant_id: int) -> Merchant | None:
+    """The merchant, read by one Core statement and handed over as a detached object: what the
+    pipeline and its handlers read of it, without a session's identity map and unit of work."""
+    row = await link.row(_MERCHANT_BY_ID, {"id": merchant_id})
+    if row is None:
+        return None
+    merchant = Merchant(**dict(row))
+    make_transient_to_detached(merchant)
+    return merchant
+
+
+async def _merchant(link: Link, params: Params, path_merchant_id: str | None) -> Merchant:
+    merchant_id = id_number(path_merchant_id or first(params, "pg_merchant_id"))
+    merchant = None if merchant_id is None else await find_merchant(link, merchant_id)
     if merchant is None or merchant.secret_key_enc is None:
         raise MerchantUnknown("pg_merchant_id is missing or unknown")
     return merchant
@@ -141,24 +174,25 @@ def _check_salt(params: Params) -> None:
         raise InvalidRequest("pg_salt is longer than 100 characters", field="pg_salt")
 
 
-async def _hinted_secret(
-    rt: Runtime, request: Request, path_merchant_id: str | None, key_kind: KeyKind
-) -> str | None:
+def _secret(rt: Runtime, merchant: Merchant, key_kind: KeyKind) -> str:
+    return secret_key(rt.keyring, merchant) if key_kind == "payment" else payout_secret(rt.keyring, merchant)
+
+
+async def _hinted_secret(rt: Runtime, request: Incoming, key_kind: KeyKind) -> str | None:
     """The signing secret for an answer to a request that could not be read, when the merchant is
     still legible (the path, the query string or the raw body); None when it is not."""
-    raw = path_merchant_id or merchant_id_hint(request)
-    merchant_id = id_number(raw)
+    merchant_id = id_number(request.path_params.get("merchant_id") or merchant_id_hint(request))
     if merchant_id is None:
         return None
     try:
-        async with rt.db.transaction() as session:
-            merchant = await session.get(Merchant, merchant_id)
+        async with rt.db.link(transaction=False) as link:
+            merchant = await find_merchant(link, merchant_id)
     except Exception:
-        log.exception("merchant_api_hint_failed", path=request.url.path)
+        log.exception("merchant_api_hint_failed", path=request.path)
         return None
     if merchant is None or merchant.secret_key_enc is None:
         return None
-    return secret_key(rt.keyring, merchant) if key_kind == "payment" else payout_secret(rt.keyring, merchant)
+    return _secret(rt, merchant, key_kind)
 
 
 def request_digest(params: Params) -> str:
@@ -185,120 +219,154 @@ def _decode_answer(stored: str) -> Params:
     return decoded
 
 
+@asynccontextmanager
+async def _unit(rt: Runtime, handler: Handler | OnLink, writes: bool) -> AsyncIterator[tuple[Any, Link]]:
+    """Where a call runs: a link for a Core script (a read on PostgreSQL runs each statement on its own),
+    else one ORM session's transaction; with the link its statements run on."""
+    if isinstance(handler, OnLink):
+        async with rt.db.link(transaction=writes) as link:
+            yield link, link
+    else:
+        async with rt.db.transaction() as session:
+            yield session, as_link(session)
+
+
+def _authenticate(
+    rt: Runtime, merchant: Merchant, params: Params, script: str, key_kind: KeyKind
+) -> tuple[str, str]:
+    """The merchant's signing secret and the script name the request is signed with; raises unless
+    the request is the merchant's own, well-formed request."""
+    secret = _secret(rt, merchant, key_kind)
+    answer_only = answer_fields(params)
+    if answer_only:
+        raise SignatureInvalid(
+            f"{answer_only[0]} is a field of answers, not of requests: an answer is not a request",
+            code="answer_as_request",
+        )
+    if not verify(script, params, secret):
+        # An alias without ".php" (/init_payment): clients sign with the script's own name.
+        canonical = f"{script}.php"
+        if script.endswith(".php") or not verify(canonical, params, secret):
+            raise SignatureInvalid("wrong signature (pg_sig)")
+        script = canonical
+    if not merchant.active:
+        raise MerchantInactive("the merchant's contract is inactive")
+    _check_salt(params)
+    unknown = unknown_names(params)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown parameter {unknown[0]}: pg_ names are the protocol's; "
+            "a shop's own parameters go without the pg_ prefix",
+            field=unknown[0],
+            code="unknown_parameter",
+        )
+    return secret, script
+
+
 async def process(
-    request: Request,
-    handler: Handler,
+    rt: Runtime,
+    request: Incoming,
+    handler: Handler | OnLink,
     *,
     key_kind: KeyKind = "payment",
-    merchant_id: str | None = None,
     writes: str | None = None,
-) -> tuple[Params, str | None, str]:
-    """Run one Merchant API call; returns the response fields, the signing secret (None: unsigned)
-    and the script name the response is signed with.
+) -> Outcome:
+    """Run one Merchant API call.
 
     `writes` names a state-changing operation: its applied requests are recorded under that name and
     a repeat gets the first answer. None is a read, which writes nothing."""
-    rt: Runtime = request.app.state.runtime
-    script = script_name_from_url(request.url.path)
+    script = script_name_from_url(request.path)
     signing_secret: str | None = None
-    verdict = await throttles.check_failures(rt.db, _failure_rule(rt), _address(request), rt.clock())
+    verdict = await throttles.check_failures(rt.db, _failure_rule(rt), request.client, rt.clock())
     if not verdict.allowed:
         REQUESTS_REFUSED.labels("merchant", "auth_throttled").inc()
-        request.state.retry_after = verdict.retry_after
         error = TooManyRequests(
             "too many failed signatures from this address; try again later", retry_after=verdict.retry_after
         )
-        return error_fields(error), None, script
+        return Outcome(error_fields(error), None, script, verdict.retry_after)
     merchant: Merchant | None = None
     digest = ""
     try:
-        params = await read_params(request, max_bytes=rt.settings.max_request_bytes)
-        async with rt.db.transaction() as session:
-            merchant = await _merchant(session, params, merchant_id)
-            signing_secret = (
-                secret_key(rt.keyring, merchant)
-                if key_kind == "payment"
-                else payout_secret(rt.keyring, merchant)
-            )
-            answer_only = answer_fields(params)
-            if answer_only:
-                raise SignatureInvalid(
-                    f"{answer_only[0]} is a field of answers, not of requests: an answer is not a request",
-                    code="answer_as_request",
-                )
-            if not verify(script, params, signing_secret):
-                # An alias without ".php" (/init_payment): clients sign with the script's own name.
-                canonical = f"{script}.php"
-                if script.endswith(".php") or not verify(canonical, params, signing_secret):
-                    raise SignatureInvalid("wrong signature (pg_sig)")
-                script = canonical
-            if not merchant.active:
-                raise MerchantInactive("the merchant's contract is inactive")
-            _check_salt(params)
-            unknown = unknown_names(params)
-            if unknown:
-                raise InvalidRequest(
-                    f"unknown parameter {unknown[0]}: pg_ names are the protocol's; "
-                    "a shop's own parameters go without the pg_ prefix",
-                    field=unknown[0],
-                    code="unknown_parameter",
-                )
+        params = read_params(request, max_bytes=rt.settings.max_request_bytes)
+        async with _unit(rt, handler, writes is not None) as (tx, link):
+            merchant = await _merchant(link, params, request.path_params.get("merchant_id"))
+            signing_secret, script = _authenticate(rt, merchant, params, script, key_kind)
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
-            now = rt.clock()
-            if writes is None:
-                fields = await handler(session, rt, MerchantCall(merchant, params, script, now))
-            else:
+            call = MerchantCall(merchant, params, script, rt.clock(), request)
+            if writes is not None:
                 digest = request_digest(params)
-                stored = await signed_requests.find_answer(session, merchant.id, writes, digest)
+                stored = await signed_requests.find_answer(link, merchant.id, writes, digest)
                 if stored is not None:
-                    return _decode_answer(stored), signing_secret, script
-                fields = [
-                    ("pg_status", "ok"),
-                    *await handler(session, rt, MerchantCall(merchant, params, script, now)),
-                ]
+                    return Outcome(_decode_answer(stored), signing_secret, script)
+            run = handler.run if isinstance(handler, OnLink) else handler
+            fields = [("pg_status", "ok"), *await run(tx, rt, call)]
+            if writes is not None:
                 await signed_requests.record(
-                    session, merchant.id, writes, digest, _encode_answer(fields), now
+                    link, merchant.id, writes, digest, _encode_answer(fields), call.now
                 )
-                return fields, signing_secret, script
-        return [("pg_status", "ok"), *fields], signing_secret, script
+        return Outcome(fields, signing_secret, script)
     except DomainError as exc:
         if _is_auth_failure(exc):
-            await throttles.count_failure(rt.db, _failure_rule(rt), _address(request), rt.clock())
+            await throttles.count_failure(rt.db, _failure_rule(rt), request.client, rt.clock())
         if signing_secret is None and not isinstance(exc, MerchantUnknown):
-            signing_secret = await _hinted_secret(rt, request, merchant_id, key_kind)
-        return error_fields(exc), signing_secret, script
-    except ClientDisconnect:
-        # The client left, or the body limit cut the body off and answered 413 already.
-        gone: DomainError = Unavailable("the request body did not arrive", code="client_gone")
-        return error_fields(gone), signing_secret, script
-    except IntegrityError:
+            signing_secret = await _hinted_secret(rt, request, key_kind)
+        return Outcome(error_fields(exc), signing_secret, script)
+    except (IntegrityError, UniqueViolationError):
         # The same request applied concurrently: the first one's answer is this one's too.
         if merchant is not None and writes is not None and digest:
-            async with rt.db.transaction() as session:
-                stored = await signed_requests.find_answer(session, merchant.id, writes, digest)
+            async with rt.db.link(transaction=False) as link:
+                stored = await signed_requests.find_answer(link, merchant.id, writes, digest)
             if stored is not None:
-                return _decode_answer(stored), signing_secret, script
-        log.warning("merchant_api_conflict", path=request.url.path)
+                return Outcome(_decode_answer(stored), signing_secret, script)
+        log.warning("merchant_api_conflict", path=request.path)
         err: DomainError = Unavailable("a concurrent request conflicted; retry", code="internal_error")
-        return error_fields(err), signing_secret, script
+        return Outcome(error_fields(err), signing_secret, script)
     except Exception:
-        log.exception("merchant_api_unhandled", path=request.url.path)
+        log.exception("merchant_api_unhandled", path=request.path)
         err = Unavailable("internal error; the request was not applied", code="internal_error")
-        return error_fields(err), signing_secret, script
+        return Outcome(error_fields(err), signing_secret, script)
 
 
 async def handle(
-    request: Request,
-    handler: Handler,
+    rt: Runtime,
+    request: Incoming,
+    handler: Handler | OnLink,
     *,
     key_kind: KeyKind = "payment",
-    merchant_id: str | None = None,
     writes: str | None = None,
-) -> Response:
-    fields, key, script = await process(
-        request, handler, key_kind=key_kind, merchant_id=merchant_id, writes=writes
+) -> Answer:
+    return xml(await process(rt, request, handler, key_kind=key_kind, writes=writes))
+
+
+def reads(handler: Handler | OnLink, key_kind: KeyKind = "payment") -> Script:
+    """A script that reads: it writes nothing, whatever the request."""
+
+    async def script(rt: Runtime, request: Incoming) -> Answer:
+        return await handle(rt, request, handler, key_kind=key_kind)
+
+    return script
+
+
+def writes(handler: Handler | OnLink, name: str, key_kind: KeyKind = "payment") -> Script:
+    """A state-changing script, its applied requests recorded under `name`."""
+
+    async def script(rt: Runtime, request: Incoming) -> Answer:
+        return await handle(rt, request, handler, key_kind=key_kind, writes=name)
+
+    return script
+
+
+def to_page(fields: Params, failed: str) -> Answer:
+    """The payer's browser brought the signed link: on to the payment's page, or the error as a page."""
+    if first(fields, "pg_status") == "ok":
+        location = (first(fields, "pg_redirect_url") or "/").encode()
+        return Answer(303, b"", b"text/plain; charset=utf-8", ((b"location", location),))
+    code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")
+    body = (
+        "<!doctype html><meta charset=utf-8><title>Payment error</title>"
+        f"<h1>{failed}</h1><p>Error {escape(code or '')}: {escape(text or '')}</p>"
     )
-    return xml(signed(script, fields, key), request)
+    return Answer(400, body.encode(), b"text/html; charset=utf-8")
 
 
 # Paths that are not the Merchant API's: their own 404s stay as they are.
@@ -325,20 +393,20 @@ def is_merchant_path(path: str) -> bool:
     return not path.startswith(_OTHER_SURFACES)
 
 
-async def unknown_script(request: Request) -> Response:
+async def unknown_script(rt: Runtime, request: Incoming) -> Answer:
     """An unknown path answers in the protocol's shape: a signed XML error when the merchant is legible."""
-    rt: Runtime = request.app.state.runtime
-    script = script_name_from_url(request.url.path)
-    error = NotFound(f"unknown script {request.url.path[:200]}", code="unknown_script")
+    script = script_name_from_url(request.path)
+    error = NotFound(f"unknown script {request.path[:200]}", code="unknown_script")
     raw: str | None
     try:
-        raw = first(await read_params(request, max_bytes=rt.settings.max_request_bytes), "pg_merchant_id")
+        raw = first(read_params(request, max_bytes=rt.settings.max_request_bytes), "pg_merchant_id")
     except DomainError:
         raw = merchant_id_hint(request)
-    in_path = _MERCHANT_PATH.match(request.url.path)
+    in_path = _MERCHANT_PATH.match(request.path)
     if in_path is not None:
         raw = in_path.group(1)
     secret = None
     if id_number(raw) is not None:
-        secret = await _hinted_secret(rt, request, raw, "payment")
-    return xml(signed(script, error_fields(error), secret), request)
+        request.path_params["merchant_id"] = str(raw)
+        secret = await _hinted_secret(rt, request, "payment")
+    return xml(Outcome(error_fields(error), secret, script))

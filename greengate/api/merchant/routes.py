@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from html import escape
-
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from greengate.api.merchant import operations
+from greengate.api.dispatch import Answer, Incoming, Script, Scripts
+from greengate.api.merchant import card_storage, operations, payouts
 from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money
-from greengate.api.merchant.protocol import MerchantCall, handle, process, request_fingerprint
+from greengate.api.merchant.protocol import (
+    MerchantCall,
+    handle,
+    process,
+    reads,
+    request_fingerprint,
+    to_page,
+    unknown_script,
+    writes,
+)
 from greengate.api.merchant.status import money, status3_fields, status_fields
 from greengate.domain.errors import NoPaymentSystem
 from greengate.domain.params import Params, first
@@ -21,8 +26,7 @@ from greengate.runtime import Runtime
 from greengate.services import idempotency, refunds, saved_cards
 from greengate.services.payments import cancel_payment, find_payment, init_payment, latest_attempt, page_url
 
-router = APIRouter(tags=["Merchant API"], include_in_schema=False)
-METHODS = ["GET", "POST"]
+METHODS = ("GET", "POST")
 
 
 async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
@@ -56,23 +60,14 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
     ]
 
 
-@router.api_route("/init_payment.php", methods=METHODS)
-async def init_payment_php(request: Request) -> Response:
-    return await handle(request, _init, writes="init_payment.php")
+async def init_payment_php(rt: Runtime, request: Incoming) -> Answer:
+    return await handle(rt, request, _init, writes="init_payment.php")
 
 
-@router.api_route("/payment.php", methods=METHODS)
-async def payment_php(request: Request) -> Response:
+async def payment_php(rt: Runtime, request: Incoming) -> Answer:
     """The payer's browser brings the signed parameters: create the payment and go to its page."""
-    fields, _, _ = await process(request, _init, writes="payment.php")
-    if first(fields, "pg_status") == "ok":
-        return RedirectResponse(first(fields, "pg_redirect_url") or "/", status_code=303)
-    code, text = first(fields, "pg_error_code"), first(fields, "pg_error_description")
-    body = (
-        "<!doctype html><meta charset=utf-8><title>Payment error</title>"
-        f"<h1>The payment could not be started</h1><p>Error {escape(code or '')}: {escape(text or '')}</p>"
-    )
-    return HTMLResponse(body, status_code=400)
+    outcome = await process(rt, request, _init, writes="payment.php")
+    return to_page(outcome.fields, "The payment could not be started")
 
 
 def _status(render: str):  # type: ignore[no-untyped-def]
@@ -98,21 +93,6 @@ def _status(render: str):  # type: ignore[no-untyped-def]
     return handler
 
 
-@router.api_route("/get_status.php", methods=METHODS)
-async def get_status_php(request: Request) -> Response:
-    return await handle(request, _status("1"))
-
-
-@router.api_route("/get_status2.php", methods=METHODS)
-async def get_status2_php(request: Request) -> Response:
-    return await handle(request, _status("2"))
-
-
-@router.api_route("/get_status3.php", methods=METHODS)
-async def get_status3_php(request: Request) -> Response:
-    return await handle(request, _status("3"))
-
-
 async def _cancel(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
     payment = await find_payment(
         session,
@@ -123,11 +103,6 @@ async def _cancel(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Par
     )
     await cancel_payment(session, payment, call.now, actor=f"merchant:{call.merchant.id}")
     return [("pg_payment_id", str(payment.id))]
-
-
-@router.api_route("/cancel.php", methods=METHODS)
-async def cancel_php(request: Request) -> Response:
-    return await handle(request, _cancel, writes="cancel.php")
 
 
 async def _ps_list(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
@@ -153,22 +128,28 @@ async def _ps_list(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Pa
     return fields
 
 
-@router.api_route("/ps_list.php", methods=METHODS)
-async def ps_list_php(request: Request) -> Response:
-    return await handle(request, _ps_list)
+def _php_scripts() -> dict[str, Script]:
+    return {
+        "/init_payment.php": init_payment_php,
+        "/payment.php": payment_php,
+        "/get_status.php": reads(_status("1")),
+        "/get_status2.php": reads(_status("2")),
+        "/get_status3.php": reads(_status("3")),
+        "/cancel.php": writes(_cancel, "cancel.php"),
+        "/ps_list.php": reads(_ps_list),
+        **operations.scripts(),
+    }
 
 
-# revoke.php, do_capture.php, make_recurring_payment.php
-router.include_router(operations.router)
+def add_scripts(scripts: Scripts) -> None:
+    """Every Merchant API script. Each ".php" one also under the names clients of this family use:
+    without ".php" and under "api/"."""
+    for path, script in _php_scripts().items():
+        bare = path.removesuffix(".php")
+        for alias in (path, bare, f"/api{path}", f"/api{bare}"):
+            scripts.add(alias, METHODS, script)
+    for path, script in {**card_storage.scripts(), **payouts.scripts()}.items():
+        scripts.add(path, METHODS, script)
 
 
-def _add_aliases() -> None:
-    """Each script also under the names clients of this family use: without ".php" and under "api/"."""
-    for route in list(router.routes):
-        if isinstance(route, APIRoute) and route.path.endswith(".php"):
-            bare = route.path.removesuffix(".php")
-            for alias in (bare, f"/api{route.path}", f"/api{bare}"):
-                router.add_api_route(alias, route.endpoint, methods=sorted(route.methods or ()), name=alias)
-
-
-_add_aliases()
+__all__ = ["add_scripts", "unknown_script"]
