@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain import amount_caps
@@ -13,15 +13,18 @@ from greengate.domain.errors import InvalidRequest
 from greengate.domain.money import EXPONENTS
 from greengate.services.audit import record_audit
 from greengate.services.merchants import get_merchant
+from greengate.store.links import Link, as_link
 from greengate.store.models import MerchantAmountCap
 
+_CAP = select(MerchantAmountCap.max_amount.label("cap")).where(
+    MerchantAmountCap.merchant_id == bindparam("merchant_id"),
+    MerchantAmountCap.currency == bindparam("currency"),
+)
 
-async def merchant_cap(session: AsyncSession, merchant_id: int, currency: str) -> int | None:
-    return await session.scalar(
-        select(MerchantAmountCap.max_amount).where(
-            MerchantAmountCap.merchant_id == merchant_id, MerchantAmountCap.currency == currency
-        )
-    )
+
+async def merchant_cap(conn: Link | AsyncSession, merchant_id: int, currency: str) -> int | None:
+    row = await as_link(conn).row(_CAP, {"merchant_id": merchant_id, "currency": currency})
+    return None if row is None else int(row["cap"])
 
 
 async def caps_of(session: AsyncSession, merchant_id: int) -> dict[str, int]:
@@ -40,12 +43,12 @@ async def own_caps(session: AsyncSession, merchant_id: int) -> dict[str, int]:
 
 
 async def enforce(
-    session: AsyncSession, merchant_id: int, currency: str, amount: int, *, operation: str, field: str
+    conn: Link | AsyncSession, merchant_id: int, currency: str, amount: int, *, operation: str, field: str
 ) -> None:
     """Refuse an amount above the cap in force; call before anything is written."""
     if currency not in EXPONENTS or currency not in amount_caps.DEFAULT_CAPS_MAJOR:
         return  # an unknown currency is refused by its own check
-    own = await merchant_cap(session, merchant_id, currency)
+    own = await merchant_cap(conn, merchant_id, currency)
     amount_caps.check_amount(amount, currency, own, operation=operation, field=field)
 
 

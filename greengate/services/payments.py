@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain import payment_systems
@@ -18,7 +19,9 @@ from greengate.domain.ids import id_number
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
 from greengate.runtime import Runtime
 from greengate.services import amount_caps, ledger, outbox
+from greengate.store import payments as payments_store
 from greengate.store.db import update_versioned
+from greengate.store.links import Link, Row, as_link
 from greengate.store.models import (
     Merchant,
     Payment,
@@ -36,8 +39,8 @@ AUTO_CAPTURE_AFTER = timedelta(days=5)  # a two-step payment neither captured no
 S = PaymentStatus
 
 
-def page_url(rt: Runtime, payment: Payment) -> str:
-    return f"{rt.settings.base_url}/pay/{payment.access_token}"
+def page_url(rt: Runtime, access_token: str) -> str:
+    return f"{rt.settings.base_url}/pay/{access_token}"
 
 
 def is_testing(merchant: Merchant, requested: bool) -> bool:
@@ -45,119 +48,146 @@ def is_testing(merchant: Merchant, requested: bool) -> bool:
     return merchant.mode == "test" or requested
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A payment as init_payment.php answers it: new, or the open one the same order id already has."""
+
+    id: int
+    access_token: str
+    payment_system: str | None
+    created: bool
+
+
+async def open_payment(
+    conn: Link | AsyncSession, rt: Runtime, merchant: Merchant, req: NewPayment, now: datetime
+) -> Opened:
+    """Create a payment with its first event and expiry job, in Core statements (a link, or a session's
+    transaction); with an order id that already has an open payment, that payment when the request is
+    the same, a conflict naming what differs otherwise."""
+    link = as_link(conn)
+    await amount_caps.enforce(
+        link, merchant.id, req.currency, req.amount, operation="payment", field="pg_amount"
+    )
+    if req.order_id is not None:
+        if link.dialect == "postgresql":
+            # Inits of one merchant order id run one after the other (a transaction-scoped advisory
+            # lock): a concurrent identical request finds the first one's payment instead of colliding
+            # with it on the unique index. SQLite runs one writer at a time.
+            digest = hashlib.sha256(f"payment-order:{merchant.id}:{req.order_id}".encode()).digest()
+            await link.row(
+                payments_store.ORDER_LOCK, {"lock_id": int.from_bytes(digest[:8], "big", signed=True)}
+            )
+        existing = await link.row(
+            payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
+        )
+        if existing is not None:
+            _same_order(existing, merchant, req)
+            return Opened(existing["id"], existing["access_token"], existing["payment_system"], False)
+    payment_systems.check_available(req.payment_system, rt.settings.payment_system_state_map())
+    urls = _urls(merchant, req)
+    row: dict[str, Any] = {
+        "merchant_id": merchant.id,
+        "order_id": req.order_id,
+        "open_order": True,
+        "status": S.NEW.value,
+        "version": 1,
+        "amount": req.amount,
+        "currency": req.currency,
+        "description": req.description,
+        "testing": is_testing(merchant, req.testing),
+        "payment_system": req.payment_system,
+        "language": req.language,
+        "request_method": req.request_method or merchant.request_method or "POST",
+        "check_url": urls["check"],
+        "result_url": urls["result"],
+        "refund_url": urls["refund"],
+        "capture_url": urls["capture"],
+        "success_url": urls["success"],
+        "failure_url": urls["failure"],
+        "success_url_method": req.success_url_method,
+        "timeout_after_payment": req.timeout_after_payment,
+        "failure_url_method": req.failure_url_method,
+        "state_url": urls["state"],
+        "state_url_method": req.state_url_method,
+        "site_url": urls["site"],
+        "user_phone": req.user_phone,
+        "user_email": req.user_email,
+        "user_ip": req.user_ip,
+        "user_id": req.user_id,
+        "two_step": req.two_step,
+        "captured": False,
+        "recurring_start": req.recurring_start,
+        "recurring_lifetime_months": req.recurring_lifetime,
+        "extra_params": json.dumps(req.extras, ensure_ascii=False),
+        "receipt": json.dumps(req.receipt, ensure_ascii=False) if req.receipt else None,
+        "access_token": secrets.token_urlsafe(24),
+        "require_3ds": False,
+        "refunded_amount": 0,
+        "fee_amount": 0,
+        "failure_code": None,
+        "failure_description": None,
+        "result_sent": False,
+        "expires_at": now + timedelta(seconds=req.lifetime),
+        "created_at": now,
+        "updated_at": now,
+        "paid_at": None,
+    }
+    payment_id = await _insert_new(link, row, actor="api", expire_job=EXPIRE_JOB)
+    return Opened(payment_id, row["access_token"], row["payment_system"], True)
+
+
 async def init_payment(
     session: AsyncSession, rt: Runtime, merchant: Merchant, req: NewPayment, now: datetime
 ) -> Payment:
-    await amount_caps.enforce(
-        session, merchant.id, req.currency, req.amount, operation="payment", field="pg_amount"
-    )
-    if req.order_id is not None:
-        await _serialise_order(session, merchant.id, req.order_id)
-        existing = await _open_order(session, merchant.id, req.order_id)
-        if existing is not None:
-            return _same_order(existing, merchant, req)
-    payment_systems.check_available(req.payment_system, rt.settings.payment_system_state_map())
-    urls = dict(req.urls)
-    for name in ("check", "result", "refund", "capture", "success", "failure"):
-        urls.setdefault(name, getattr(merchant, f"{name}_url") or "")
-    payment = Payment(
-        merchant_id=merchant.id,
-        order_id=req.order_id,
-        open_order=True,
-        status=S.NEW.value,
-        version=1,
-        amount=req.amount,
-        currency=req.currency,
-        description=req.description,
-        testing=is_testing(merchant, req.testing),
-        payment_system=req.payment_system,
-        language=req.language,
-        request_method=req.request_method or merchant.request_method or "POST",
-        check_url=(urls["check"] or None) if ("check" in req.urls or merchant.check_enabled) else None,
-        result_url=urls["result"] or None,
-        refund_url=urls["refund"] or None,
-        capture_url=urls["capture"] or None,
-        success_url=urls["success"] or None,
-        failure_url=urls["failure"] or None,
-        success_url_method=req.success_url_method,
-        timeout_after_payment=req.timeout_after_payment,
-        failure_url_method=req.failure_url_method,
-        state_url=urls.get("state"),
-        state_url_method=req.state_url_method,
-        site_url=urls.get("site"),
-        user_phone=req.user_phone,
-        user_email=req.user_email,
-        user_ip=req.user_ip,
-        user_id=req.user_id,
-        two_step=req.two_step,
-        captured=False,
-        recurring_start=req.recurring_start,
-        recurring_lifetime_months=req.recurring_lifetime,
-        extra_params=json.dumps(req.extras, ensure_ascii=False),
-        receipt=json.dumps(req.receipt, ensure_ascii=False) if req.receipt else None,
-        access_token=secrets.token_urlsafe(24),
-        require_3ds=False,
-        refunded_amount=0,
-        result_sent=False,
-        expires_at=now + timedelta(seconds=req.lifetime),
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(payment)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        # Only where the order lock is not taken (SQLite runs one writer at a time anyway).
-        raise InvalidRequest(
-            f"pg_order_id {req.order_id} already has a payment that is open or paid", field="pg_order_id"
-        ) from None
-    session.add(
-        PaymentEvent(
-            payment_id=payment.id, from_status=None, to_status=payment.status, actor="api", note="", at=now
-        )
-    )
-    outbox.enqueue(
-        session,
-        kind=EXPIRE_JOB,
-        aggregate=f"payment:{payment.id}",
-        payload={"payment_id": payment.id},
-        now=now,
-        due_at=payment.expires_at,
-        merchant_id=merchant.id,
-    )
+    """`open_payment` for a use case that goes on with the payment in its session."""
+    opened = await open_payment(session, rt, merchant, req, now)
+    payment = await session.get(Payment, opened.id)
+    assert payment is not None
     return payment
 
 
-_ORDER_LOCK = select(func.pg_advisory_xact_lock(bindparam("lock_id", type_=BigInteger)))
-
-
-async def _serialise_order(session: AsyncSession, merchant_id: int, order_id: str) -> None:
-    """On PostgreSQL, inits of one merchant order id run one after the other (a transaction-scoped
-    advisory lock), so a concurrent identical request finds the first one's payment instead of
-    colliding with it on the unique index."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    digest = hashlib.sha256(f"payment-order:{merchant_id}:{order_id}".encode()).digest()
-    await session.execute(_ORDER_LOCK, {"lock_id": int.from_bytes(digest[:8], "big", signed=True)})
-
-
-async def _open_order(session: AsyncSession, merchant_id: int, order_id: str) -> Payment | None:
-    return await session.scalar(
-        select(Payment).where(
-            Payment.merchant_id == merchant_id,
-            Payment.order_id == order_id,
-            Payment.open_order.is_(True),
-        )
+async def _insert_new(link: Link, row: dict[str, Any], *, actor: str, expire_job: str) -> int:
+    """Write a new payment (`row`: every column but the id), its first event and its expiry job."""
+    if link.dialect == "postgresql":
+        params = dict(row, actor=actor, expire_kind=expire_job, pending=outbox.PENDING)
+        found = await link.row(payments_store.INSERT_WITH_MESSAGES, params)
+        assert found is not None
+        return int(found["id"])
+    found = await link.row(payments_store.INSERT_PAYMENT, row)
+    assert found is not None
+    payment_id = int(found["id"])
+    event = {"payment_id": payment_id, "from_status": None, "to_status": row["status"], "actor": actor}
+    await link.execute(payments_store.INSERT_EVENT, dict(event, note="", at=row["created_at"]))
+    await outbox.enqueue_now(
+        link,
+        kind=expire_job,
+        aggregate=f"payment:{payment_id}",
+        payload={"payment_id": payment_id},
+        now=row["created_at"],
+        due_at=row["expires_at"],
+        merchant_id=row["merchant_id"],
     )
+    return payment_id
 
 
-def _requested(merchant: Merchant, req: NewPayment) -> dict[str, Any]:
-    """What a request asks of a payment, by parameter name, as the payment would store it."""
-    urls = dict(req.urls)
+def _urls(merchant: Merchant, req: NewPayment) -> dict[str, str | None]:
+    """The payment's URLs: the request's, else the merchant's defaults; the check URL only when the
+    request names one or the merchant checks payments."""
+    urls: dict[str, str | None] = {}
     for name in ("check", "result", "refund", "capture", "success", "failure"):
-        urls.setdefault(name, getattr(merchant, f"{name}_url") or "")
-    values: dict[str, Any] = {
+        urls[name] = req.urls.get(name, getattr(merchant, f"{name}_url") or "") or None
+    if "check" not in req.urls and not merchant.check_enabled:
+        urls["check"] = None
+    urls["state"] = req.urls.get("state")
+    urls["site"] = req.urls.get("site")
+    return urls
+
+
+def _same_order(existing: Mapping[str, Any], merchant: Merchant, req: NewPayment) -> None:
+    """A repeated pg_order_id: the same request gets the same payment; any difference is a conflict
+    that names what differs."""
+    urls = _urls(merchant, req)
+    requested: dict[str, Any] = {
         "pg_amount": req.amount,
         "pg_currency": req.currency,
         "pg_description": req.description,
@@ -165,44 +195,29 @@ def _requested(merchant: Merchant, req: NewPayment) -> dict[str, Any]:
         "pg_postpone_payment": req.two_step,
         "pg_request_method": req.request_method or merchant.request_method or "POST",
         "pg_recurring_start": req.recurring_start,
+        **{f"pg_{name}_url": url for name, url in urls.items()},
     }
-    for name in ("result", "refund", "capture", "success", "failure"):
-        values[f"pg_{name}_url"] = urls[name] or None
-    checked = "check" in req.urls or merchant.check_enabled
-    values["pg_check_url"] = (urls["check"] or None) if checked else None
-    values["pg_state_url"] = urls.get("state")
-    values["pg_site_url"] = urls.get("site")
-    return values
-
-
-def _stored(payment: Payment) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "pg_amount": payment.amount,
-        "pg_currency": payment.currency,
-        "pg_description": payment.description,
-        "pg_payment_system": payment.payment_system,
-        "pg_postpone_payment": payment.two_step,
-        "pg_request_method": payment.request_method,
-        "pg_recurring_start": payment.recurring_start,
-    }
-    for name in ("check", "result", "refund", "capture", "success", "failure", "state", "site"):
-        values[f"pg_{name}_url"] = getattr(payment, f"{name}_url")
-    return values
-
-
-def _same_order(existing: Payment, merchant: Merchant, req: NewPayment) -> Payment:
-    """A repeated pg_order_id: the same request gets the same payment; any difference is a conflict
-    that names what differs."""
-    requested, stored = _requested(merchant, req), _stored(existing)
-    differing = [name for name, value in requested.items() if stored[name] != value]
+    differing = [
+        name for name, value in requested.items() if existing[payments_store.STORED_AS[name]] != value
+    ]
     if differing:
         raise InvalidRequest(
-            f"pg_order_id {req.order_id} already has payment {existing.id} with another "
+            f"pg_order_id {req.order_id} already has payment {existing['id']} with another "
             f"{', '.join(differing)}; repeat it with the same parameters, or use a new pg_order_id",
             field="pg_order_id",
             code="order_id_conflict",
         )
-    return existing
+
+
+def _lookup(payment_id: str | None, order_id: str | None) -> tuple[int | None, str | None]:
+    if not payment_id and not order_id:
+        raise InvalidRequest("pg_payment_id or pg_order_id is required", field="pg_payment_id")
+    number = None
+    if payment_id:
+        number = id_number(payment_id)
+        if number is None:
+            raise InvalidRequest("pg_payment_id must be a number", field="pg_payment_id")
+    return number, order_id or None
 
 
 async def find_payment(
@@ -213,23 +228,31 @@ async def find_payment(
     order_id: str | None,
     lock: bool = False,
 ) -> Payment:
-    if not payment_id and not order_id:
-        raise InvalidRequest("pg_payment_id or pg_order_id is required", field="pg_payment_id")
+    number, order = _lookup(payment_id, order_id)
     stmt = select(Payment).where(Payment.merchant_id == merchant_id)
-    if payment_id:
-        number = id_number(payment_id)
-        if number is None:
-            raise InvalidRequest("pg_payment_id must be a number", field="pg_payment_id")
+    if number is not None:
         stmt = stmt.where(Payment.id == number)
-    if order_id:
+    if order is not None:
         # The newest payment for the order id: earlier ones failed or expired.
-        stmt = stmt.where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)
+        stmt = stmt.where(Payment.order_id == order).order_by(Payment.id.desc()).limit(1)
     if lock:
         stmt = stmt.with_for_update()
     payment = await session.scalar(stmt)
     if payment is None:
         raise TransactionNotFound("transaction not found")
     return payment
+
+
+async def payment_status(
+    link: Link, merchant_id: int, *, payment_id: str | None, order_id: str | None
+) -> Row:
+    """What get_status.php answers of a payment: its columns and its latest attempt's `attempt_method`
+    and `attempt_card_masked`, in one statement."""
+    number, order = _lookup(payment_id, order_id)
+    row = await payments_store.status_row(link, merchant_id, number, order)
+    if row is None:
+        raise TransactionNotFound("transaction not found")
+    return row
 
 
 async def lock_payment(session: AsyncSession, payment_id: int) -> Payment:

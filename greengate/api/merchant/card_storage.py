@@ -194,7 +194,7 @@ async def _pay(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params
     if payment.status == PaymentStatus.NEW.value:
         payment = await saved_cards.pay_with_card(session, rt, payment, card, call.now, payer_present=True)
     # Whatever the payment needs next (3-D Secure) or its result is on the checkout page.
-    return [("pg_payment_id", str(payment.id)), ("pg_redirect_url", page_url(rt, payment))]
+    return [("pg_payment_id", str(payment.id)), ("pg_redirect_url", page_url(rt, payment.access_token))]
 
 
 async def _direct(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:

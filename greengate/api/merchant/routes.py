@@ -9,6 +9,7 @@ from greengate.api.merchant import card_storage, operations, payouts
 from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money
 from greengate.api.merchant.protocol import (
     MerchantCall,
+    OnLink,
     handle,
     process,
     reads,
@@ -24,24 +25,34 @@ from greengate.domain.payment_systems import PAYMENT_SYSTEMS, ready
 from greengate.domain.payments import selected_methods
 from greengate.runtime import Runtime
 from greengate.services import idempotency, refunds, saved_cards
-from greengate.services.payments import cancel_payment, find_payment, init_payment, latest_attempt, page_url
+from greengate.services.payments import (
+    Opened,
+    cancel_payment,
+    find_payment,
+    latest_attempt,
+    open_payment,
+    page_url,
+    payment_status,
+)
+from greengate.store.links import Link
 
 METHODS = ("GET", "POST")
 
 
-async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+async def _init_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
     req = parse_init(call.params)
     key, fingerprint = req.idempotency_key, request_fingerprint("init_payment", call.params)
     stored = None
     if key is not None:
-        stored = await idempotency.lookup(session, call.merchant.id, "init_payment", key, fingerprint)
+        stored = await idempotency.lookup(link, call.merchant.id, "init_payment", key, fingerprint)
     if stored is not None:
-        payment = await find_payment(session, call.merchant.id, payment_id=stored.body, order_id=None)
+        row = await payment_status(link, call.merchant.id, payment_id=stored.body, order_id=None)
+        payment = Opened(row["id"], row["access_token"], row["payment_system"], created=False)
     else:
-        payment = await init_payment(session, rt, call.merchant, req, call.now)
+        payment = await open_payment(link, rt, call.merchant, req, call.now)
         if key is not None:
             await idempotency.remember(
-                session,
+                link,
                 call.merchant.id,
                 "init_payment",
                 key,
@@ -51,13 +62,16 @@ async def _init(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Param
             )
     return [
         ("pg_payment_id", str(payment.id)),
-        ("pg_redirect_url", page_url(rt, payment)),
+        ("pg_redirect_url", page_url(rt, payment.access_token)),
         # The method is chosen already (pg_payment_system): the page goes straight to it.
         (
             "pg_redirect_url_type",
             "payment system" if len(selected_methods(payment.payment_system)) == 1 else "need data",
         ),
     ]
+
+
+_init = OnLink(_init_on)
 
 
 async def init_payment_php(rt: Runtime, request: Incoming) -> Answer:
@@ -70,27 +84,31 @@ async def payment_php(rt: Runtime, request: Incoming) -> Answer:
     return to_page(outcome.fields, "The payment could not be started")
 
 
-def _status(render: str):  # type: ignore[no-untyped-def]
-    async def handler(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
-        payment = await find_payment(
-            session,
-            call.merchant.id,
-            payment_id=first(call.params, "pg_payment_id"),
-            order_id=first(call.params, "pg_order_id"),
-        )
-        attempt = await latest_attempt(session, payment.id)
-        if render == "3":
-            listed = await refunds.refunds_of(session, payment.id)
-            return status3_fields(
-                payment,
-                attempt,
-                listed,
-                await refunds.settled_amount(session, payment),
-                await saved_cards.token_of_payment(session, payment.id),
-            )
-        return status_fields(payment, attempt)
+async def _status_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
+    """get_status.php and get_status2.php: one statement."""
+    row = await payment_status(
+        link,
+        call.merchant.id,
+        payment_id=first(call.params, "pg_payment_id"),
+        order_id=first(call.params, "pg_order_id"),
+    )
+    return status_fields(row)
 
-    return handler
+
+async def _status3(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    payment = await find_payment(
+        session,
+        call.merchant.id,
+        payment_id=first(call.params, "pg_payment_id"),
+        order_id=first(call.params, "pg_order_id"),
+    )
+    return status3_fields(
+        payment,
+        await latest_attempt(session, payment.id),
+        await refunds.refunds_of(session, payment.id),
+        await refunds.settled_amount(session, payment),
+        await saved_cards.token_of_payment(session, payment.id),
+    )
 
 
 async def _cancel(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
@@ -132,9 +150,9 @@ def _php_scripts() -> dict[str, Script]:
     return {
         "/init_payment.php": init_payment_php,
         "/payment.php": payment_php,
-        "/get_status.php": reads(_status("1")),
-        "/get_status2.php": reads(_status("2")),
-        "/get_status3.php": reads(_status("3")),
+        "/get_status.php": reads(OnLink(_status_on)),
+        "/get_status2.php": reads(OnLink(_status_on)),
+        "/get_status3.php": reads(_status3),
         "/cancel.php": writes(_cancel, "cancel.php"),
         "/ps_list.php": reads(_ps_list),
         **operations.scripts(),

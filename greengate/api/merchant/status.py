@@ -8,6 +8,7 @@ from greengate.api.exchange.wire import wire_time
 from greengate.domain.money import format_minor
 from greengate.domain.params import Params
 from greengate.domain.payments import PAYMENT_STATUS3, TRANSACTION_STATUS, PaymentStatus, is_captured
+from greengate.store.links import Row
 from greengate.store.models import Payment, PaymentAttempt, Refund
 
 
@@ -21,26 +22,32 @@ def captured_flag(payment: Payment) -> str:
     return "1" if is_captured(status, two_step=payment.two_step, captured=payment.captured) else "0"
 
 
-def status_fields(payment: Payment, attempt: PaymentAttempt | None) -> Params:
-    status = PaymentStatus(payment.status)
+def status_fields(row: Row) -> Params:
+    """get_status(2).php: `row` holds the payment's columns and its latest attempt's `attempt_method`
+    and `attempt_card_masked` (`store.payments.status_row`)."""
+    status = PaymentStatus(row["status"])
+    currency = row["currency"]
+    method = row["attempt_method"]
+    system = (row["payment_system"] or "") if method is None else _method_system(method)
+    captured = is_captured(status, two_step=row["two_step"], captured=row["captured"])
     fields: Params = [
-        ("pg_payment_id", str(payment.id)),
-        ("pg_order_id", payment.order_id or ""),
+        ("pg_payment_id", str(row["id"])),
+        ("pg_order_id", row["order_id"] or ""),
         ("pg_transaction_status", TRANSACTION_STATUS[status]),
-        ("pg_testing_mode", "1" if payment.testing else "0"),
-        ("pg_captured", captured_flag(payment)),
-        ("pg_create_date", wire_time(payment.created_at)),
-        ("pg_can_reject", "1" if status is PaymentStatus.OK and not payment.result_sent else "0"),
-        ("pg_amount", money(payment.amount, payment.currency)),
-        ("pg_currency", payment.currency),
-        ("pg_payment_system", _payment_system(payment, attempt)),
-        ("pg_card_pan", (attempt.card_masked or "") if attempt else ""),
-        ("pg_refund_amount", money(payment.refunded_amount, payment.currency)),
+        ("pg_testing_mode", "1" if row["testing"] else "0"),
+        ("pg_captured", "1" if captured else "0"),
+        ("pg_create_date", wire_time(row["created_at"])),
+        ("pg_can_reject", "1" if status is PaymentStatus.OK and not row["result_sent"] else "0"),
+        ("pg_amount", money(row["amount"], currency)),
+        ("pg_currency", currency),
+        ("pg_payment_system", system),
+        ("pg_card_pan", row["attempt_card_masked"] or ""),
+        ("pg_refund_amount", money(row["refunded_amount"], currency)),
     ]
-    if payment.failure_code is not None:
+    if row["failure_code"] is not None:
         fields += [
-            ("pg_failure_code", str(payment.failure_code)),
-            ("pg_failure_description", payment.failure_description or ""),
+            ("pg_failure_code", str(row["failure_code"])),
+            ("pg_failure_description", row["failure_description"] or ""),
         ]
     return fields
 
@@ -95,7 +102,5 @@ def _refund_fields(refund: Refund) -> Params:
     ]
 
 
-def _payment_system(payment: Payment, attempt: PaymentAttempt | None) -> str:
-    if attempt is not None:
-        return "BANKCARD" if attempt.method == "bankcard" else "MOBILE_COMMERCE"
-    return payment.payment_system or ""
+def _method_system(method: str) -> str:
+    return "BANKCARD" if method == "bankcard" else "MOBILE_COMMERCE"
