@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import BigInteger, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -85,37 +84,3 @@ async def test_postgresql_links_plan_once_per_connection(rt: Runtime) -> None:
     async with rt.db.link(transaction=False) as link:
         row = await link.row(select(func.current_setting("plan_cache_mode").label("mode")), {})
     assert row is not None and row["mode"] == "force_generic_plan"
-
-
-async def test_order_endpoints_leave_other_methods_and_paths_to_the_app(
-    app_client: httpx.AsyncClient,
-) -> None:
-    # GET on an endpoint path and a neighbouring path are the framework's: 405 and 404 as usual.
-    wrong_method = await app_client.get("/api/v2/order/check")
-    neighbour = await app_client.post("/api/v2/order/checks", json={})
-
-    assert wrong_method.status_code == 405
-    assert (neighbour.status_code, neighbour.json()["code"]) == (404, "not_found")
-
-
-async def test_order_endpoints_answer_with_access_metrics_and_request_id(
-    app_client: httpx.AsyncClient,
-) -> None:
-    response = await app_client.post("/api/v2/order/check", json={"order_id": ["1"]})
-    metrics = (await app_client.get("/metrics")).text
-
-    assert (response.status_code, response.json()["code"]) == (401, "missing_api_secret")
-    assert response.headers["x-request-id"]
-    assert 'route="/api/v2/order/check",status="401"' in metrics
-
-
-async def test_order_endpoints_refuse_an_oversized_body_before_reading_it(
-    app_client: httpx.AsyncClient, rt: Runtime
-) -> None:
-    big = b"x" * (rt.settings.max_request_bytes + 1)
-    response = await app_client.post(
-        "/api/v2/order/create",
-        content=big,
-        headers={"Api-Secret": "gg_x", "Content-Type": "application/json"},
-    )
-    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
