@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from greengate.api.dispatch import Answer, Incoming, Scripts
+from greengate.api.dispatch import Answer, Incoming, Scripts, read_body
 from greengate.runtime import Runtime
 from greengate.store.models import Merchant
 from tests.support.merchant_api import make_shop
@@ -27,6 +27,18 @@ def test_a_templated_path_gives_its_segment_and_exact_paths_win() -> None:
     assert scripts.match("/init_payment.php/") is None
     exact = scripts.match("/init_payment.php")
     assert exact is not None and exact[1] == {}
+
+
+async def test_a_body_over_the_limit_is_not_read_to_its_end() -> None:
+    pulled = 0
+
+    async def receive() -> dict[str, object]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": pulled < 10_000}
+
+    assert await read_body(receive, 4096) is None
+    assert pulled == 5
 
 
 async def test_order_endpoints_leave_other_methods_and_paths_to_the_app(
