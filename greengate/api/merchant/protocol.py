@@ -27,10 +27,8 @@ from typing import Any, Literal
 
 import structlog
 from asyncpg.exceptions import UniqueViolationError
-from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from greengate.api.dispatch import Answer, Incoming, Script
 from greengate.api.merchant.codec import merchant_id_hint, read_params, render_xml
@@ -54,8 +52,8 @@ from greengate.runtime import Runtime
 from greengate.services import idempotency, throttles
 from greengate.services.merchants import payout_secret, secret_key
 from greengate.store import signed_requests
-from greengate.store.db import table_of
 from greengate.store.links import Link, as_link
+from greengate.store.merchants import find_merchant
 from greengate.store.models import Merchant
 
 log = structlog.get_logger(__name__)
@@ -140,34 +138,6 @@ def _failure_rule(rt: Runtime) -> throttles.Rule:
 
 def _is_auth_failure(error: DomainError) -> bool:
     return isinstance(error, MerchantUnknown) or error.code == "signature_invalid"
-
-
-_MERCHANTS = table_of(Merchant)
-_MERCHANT_BY_ID = select(_MERCHANTS).where(_MERCHANTS.c.id == bindparam("id"))
-
-
-# Detached merchants as last read, by id, each with the row it was made of: making one costs more
-# than the statement that reads it. Never attached to a session, so a process's requests share them.
-_MERCHANTS_READ: dict[int, tuple[tuple[Any, ...], Merchant]] = {}
-_MAX_MERCHANTS_KEPT = 4096
-
-
-async def find_merchant(link: Link, merchant_id: int) -> Merchant | None:
-    """The merchant, read by one Core statement and handed over as a detached object: what the
-    pipeline and its handlers read of it, without a session's identity map and unit of work."""
-    row = await link.row(_MERCHANT_BY_ID, {"id": merchant_id})
-    if row is None:
-        return None
-    values = tuple(row.values())
-    kept = _MERCHANTS_READ.get(merchant_id)
-    if kept is not None and kept[0] == values:
-        return kept[1]
-    merchant = Merchant(**dict(row))
-    make_transient_to_detached(merchant)
-    if len(_MERCHANTS_READ) >= _MAX_MERCHANTS_KEPT:
-        _MERCHANTS_READ.clear()
-    _MERCHANTS_READ[merchant_id] = (values, merchant)
-    return merchant
 
 
 async def _merchant(link: Link, params: Params, path_merchant_id: str | None) -> Merchant:
