@@ -45,11 +45,17 @@ async def own_caps(session: AsyncSession, merchant_id: int) -> dict[str, int]:
 async def enforce(
     conn: Link | AsyncSession, merchant_id: int, currency: str, amount: int, *, operation: str, field: str
 ) -> None:
-    """Refuse an amount above the cap in force; call before anything is written."""
-    if currency not in EXPONENTS or currency not in amount_caps.DEFAULT_CAPS_MAJOR:
-        return  # an unknown currency is refused by its own check
-    own = await merchant_cap(conn, merchant_id, currency)
-    amount_caps.check_amount(amount, currency, own, operation=operation, field=field)
+    """Refuse an amount above the cap in force; call before anything is written. An unknown currency
+    is refused by its own check."""
+    if currency in EXPONENTS and currency in amount_caps.DEFAULT_CAPS_MAJOR:
+        own = await merchant_cap(conn, merchant_id, currency)
+        check(currency, amount, own, operation=operation, field=field)
+
+
+def check(currency: str, amount: int, own: int | None, *, operation: str, field: str) -> None:
+    """`enforce` with the merchant's own cap read already."""
+    if currency in EXPONENTS and currency in amount_caps.DEFAULT_CAPS_MAJOR:
+        amount_caps.check_amount(amount, currency, own, operation=operation, field=field)
 
 
 async def set_cap(

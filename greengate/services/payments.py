@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Mapping
@@ -14,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.domain import payment_systems
-from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound
+from greengate.domain.errors import BusinessRuleViolation, InvalidRequest, TransactionNotFound, Unavailable
 from greengate.domain.ids import id_number
 from greengate.domain.payments import FINAL, PAYER_STEPS, NewPayment, PaymentStatus, check_transition
 from greengate.runtime import Runtime
@@ -59,30 +58,33 @@ class Opened:
 
 
 async def open_payment(
-    conn: Link | AsyncSession, rt: Runtime, merchant: Merchant, req: NewPayment, now: datetime
+    conn: Link | AsyncSession,
+    rt: Runtime,
+    merchant: Merchant,
+    req: NewPayment,
+    now: datetime,
+    context: Row | None = None,
 ) -> Opened:
     """Create a payment with its first event and expiry job, in Core statements (a link, or a session's
     transaction); with an order id that already has an open payment, that payment when the request is
-    the same, a conflict naming what differs otherwise."""
+    the same, a conflict naming what differs otherwise. `context`: what `store.payments.INIT_CONTEXT`
+    read for this request already (the merchant's cap, the open payment of the order id)."""
     link = as_link(conn)
-    await amount_caps.enforce(
-        link, merchant.id, req.currency, req.amount, operation="payment", field="pg_amount"
-    )
-    if req.order_id is not None:
-        if link.dialect == "postgresql":
-            # Inits of one merchant order id run one after the other (a transaction-scoped advisory
-            # lock): a concurrent identical request finds the first one's payment instead of colliding
-            # with it on the unique index. SQLite runs one writer at a time.
-            digest = hashlib.sha256(f"payment-order:{merchant.id}:{req.order_id}".encode()).digest()
-            await link.row(
-                payments_store.ORDER_LOCK, {"lock_id": int.from_bytes(digest[:8], "big", signed=True)}
-            )
-        existing = await link.row(
-            payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
+    if context is None:
+        await amount_caps.enforce(
+            link, merchant.id, req.currency, req.amount, operation="payment", field="pg_amount"
         )
+    else:
+        amount_caps.check(req.currency, req.amount, context["cap"], operation="payment", field="pg_amount")
+    if req.order_id is not None:
+        if context is None:
+            existing = await link.row(
+                payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
+            )
+        else:
+            existing = payments_store.open_order_of(context)
         if existing is not None:
-            _same_order(existing, merchant, req)
-            return Opened(existing["id"], existing["access_token"], existing["payment_system"], False)
+            return _same_order(existing, merchant, req)
     payment_systems.check_available(req.payment_system, rt.settings.payment_system_state_map())
     urls = _urls(merchant, req)
     row: dict[str, Any] = {
@@ -133,6 +135,13 @@ async def open_payment(
         "paid_at": None,
     }
     payment_id = await _insert_new(link, row, actor="api", expire_job=EXPIRE_JOB)
+    if payment_id is None:  # a concurrent init of the order id was first
+        existing = await link.row(
+            payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
+        )
+        if existing is None:
+            raise Unavailable("a concurrent request conflicted; retry", code="internal_error")
+        return _same_order(existing, merchant, req)
     return Opened(payment_id, row["access_token"], row["payment_system"], True)
 
 
@@ -146,13 +155,13 @@ async def init_payment(
     return payment
 
 
-async def _insert_new(link: Link, row: dict[str, Any], *, actor: str, expire_job: str) -> int:
-    """Write a new payment (`row`: every column but the id), its first event and its expiry job."""
+async def _insert_new(link: Link, row: dict[str, Any], *, actor: str, expire_job: str) -> int | None:
+    """Write a new payment (`row`: every column but the id), its first event and its expiry job; None,
+    writing nothing, when its order id has an open payment already (PostgreSQL)."""
     if link.dialect == "postgresql":
         params = dict(row, actor=actor, expire_kind=expire_job, pending=outbox.PENDING)
         found = await link.row(payments_store.INSERT_WITH_MESSAGES, params)
-        assert found is not None
-        return int(found["id"])
+        return None if found is None else int(found["id"])
     found = await link.row(payments_store.INSERT_PAYMENT, row)
     assert found is not None
     payment_id = int(found["id"])
@@ -183,7 +192,7 @@ def _urls(merchant: Merchant, req: NewPayment) -> dict[str, str | None]:
     return urls
 
 
-def _same_order(existing: Mapping[str, Any], merchant: Merchant, req: NewPayment) -> None:
+def _same_order(existing: Mapping[str, Any], merchant: Merchant, req: NewPayment) -> Opened:
     """A repeated pg_order_id: the same request gets the same payment; any difference is a conflict
     that names what differs."""
     urls = _urls(merchant, req)
@@ -207,9 +216,10 @@ def _same_order(existing: Mapping[str, Any], merchant: Merchant, req: NewPayment
             field="pg_order_id",
             code="order_id_conflict",
         )
+    return Opened(existing["id"], existing["access_token"], existing["payment_system"], created=False)
 
 
-def _lookup(payment_id: str | None, order_id: str | None) -> tuple[int | None, str | None]:
+def lookup(payment_id: str | None, order_id: str | None) -> tuple[int | None, str | None]:
     if not payment_id and not order_id:
         raise InvalidRequest("pg_payment_id or pg_order_id is required", field="pg_payment_id")
     number = None
@@ -228,7 +238,7 @@ async def find_payment(
     order_id: str | None,
     lock: bool = False,
 ) -> Payment:
-    number, order = _lookup(payment_id, order_id)
+    number, order = lookup(payment_id, order_id)
     stmt = select(Payment).where(Payment.merchant_id == merchant_id)
     if number is not None:
         stmt = stmt.where(Payment.id == number)
@@ -243,16 +253,21 @@ async def find_payment(
     return payment
 
 
-async def payment_status(
-    link: Link, merchant_id: int, *, payment_id: str | None, order_id: str | None
-) -> Row:
-    """What get_status.php answers of a payment: its columns and its latest attempt's `attempt_method`
-    and `attempt_card_masked`, in one statement."""
-    number, order = _lookup(payment_id, order_id)
-    row = await payments_store.status_row(link, merchant_id, number, order)
+async def opened(link: Link, merchant_id: int, payment_id: int) -> Opened:
+    """A payment of the merchant's as init_payment.php answered it."""
+    row = await link.row(payments_store.OPENED, {"merchant_id": merchant_id, "payment_id": payment_id})
     if row is None:
         raise TransactionNotFound("transaction not found")
-    return row
+    return Opened(row["id"], row["access_token"], row["payment_system"], created=False)
+
+
+def status_of(context: Row, payment_id: str | None, order_id: str | None) -> Row:
+    """The status `store.payments.status_context` read with the merchant; the request's lookup keys are
+    checked here, after authentication."""
+    lookup(payment_id, order_id)
+    if context["id"] is None:
+        raise TransactionNotFound("transaction not found")
+    return context
 
 
 async def lock_payment(session: AsyncSession, payment_id: int) -> Payment:

@@ -1,19 +1,51 @@
-"""Core statements for merchants on the request pipelines."""
+"""Core statements for merchants on the request pipelines.
+
+A script reads its merchant by one statement, and what it needs besides (a stored answer, the payment
+a status asks for, ...) by outer joins on that same statement: one round trip, whatever the database.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, FromClause, Select, bindparam, select
 from sqlalchemy.orm import make_transient_to_detached
 
 from greengate.store.db import table_of
-from greengate.store.links import Link
+from greengate.store.links import Link, Row
 from greengate.store.models import Merchant
 
-_MERCHANTS = table_of(Merchant)
-_MERCHANT_BY_ID = select(_MERCHANTS).where(_MERCHANTS.c.id == bindparam("id"))
+MERCHANTS = table_of(Merchant)
+_KEYS = tuple(c.key for c in MERCHANTS.c)
+_LABELS = tuple(f"merchant_{key}" for key in _KEYS)
 
+
+@dataclass(frozen=True)
+class Joined:
+    """What a script reads beside its merchant: a table outer-joined on a condition (which names
+    `MERCHANTS.c.id` and the script's bound values), and the labelled columns it contributes."""
+
+    target: FromClause
+    on: ColumnElement[bool]
+    columns: tuple[ColumnElement[Any], ...]
+
+
+def merchant_statement(*joined: Joined) -> Select[Any]:
+    """The merchant with `:merchant_id` (its columns labelled `merchant_<name>`) and the joined columns:
+    a row whenever the merchant exists, the joined columns null where nothing matches."""
+    columns = [c.label(label) for c, label in zip(MERCHANTS.c, _LABELS, strict=True)]
+    source: FromClause = MERCHANTS
+    for j in joined:
+        source = source.outerjoin(j.target, j.on)
+    return (
+        select(*columns, *(column for j in joined for column in j.columns))
+        .select_from(source)
+        .where(MERCHANTS.c.id == bindparam("merchant_id"))
+    )
+
+
+MERCHANT = merchant_statement()
 
 # Detached merchants as last read, by id, each with the row it was made of: making one costs more
 # than the statement that reads it. Never attached to a session, so a process's requests share them.
@@ -21,19 +53,27 @@ _MERCHANTS_READ: dict[int, tuple[tuple[Any, ...], Merchant]] = {}
 _MAX_MERCHANTS_KEPT = 4096
 
 
-async def find_merchant(link: Link, merchant_id: int) -> Merchant | None:
-    """The merchant, read by one Core statement and handed over as a detached object: what the
-    pipeline and its handlers read of it, without a session's identity map and unit of work."""
-    row = await link.row(_MERCHANT_BY_ID, {"id": merchant_id})
+async def read_merchant(
+    link: Link, merchant_id: int, statement: Select[Any] = MERCHANT, params: dict[str, Any] | None = None
+) -> tuple[Merchant, Row] | None:
+    """The merchant, handed over as a detached object (what the pipeline and its handlers read of it,
+    without a session's identity map and unit of work), and the statement's row; None when there is no
+    such merchant."""
+    row = await link.row(statement, {"merchant_id": merchant_id, **(params or {})})
     if row is None:
         return None
-    values = tuple(row.values())
+    values = tuple(row[label] for label in _LABELS)
     kept = _MERCHANTS_READ.get(merchant_id)
     if kept is not None and kept[0] == values:
-        return kept[1]
-    merchant = Merchant(**dict(row))
+        return kept[1], row
+    merchant = Merchant(**dict(zip(_KEYS, values, strict=True)))
     make_transient_to_detached(merchant)
     if len(_MERCHANTS_READ) >= _MAX_MERCHANTS_KEPT:
         _MERCHANTS_READ.clear()
     _MERCHANTS_READ[merchant_id] = (values, merchant)
-    return merchant
+    return merchant, row
+
+
+async def find_merchant(link: Link, merchant_id: int) -> Merchant | None:
+    found = await read_merchant(link, merchant_id)
+    return None if found is None else found[0]

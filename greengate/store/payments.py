@@ -6,17 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, func, insert, select, text
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, select, text
 
 from greengate.store.db import table_of
-from greengate.store.links import Link, Row
-from greengate.store.models import Payment, PaymentAttempt, PaymentEvent
+from greengate.store.links import Row
+from greengate.store.merchants import MERCHANTS, Joined, merchant_statement
+from greengate.store.models import MerchantAmountCap, Payment, PaymentAttempt, PaymentEvent
+from greengate.store.signed_requests import STORED_ANSWER
 
 _PAYMENTS = table_of(Payment)
 _ATTEMPTS = table_of(PaymentAttempt)
 _EVENTS = table_of(PaymentEvent)
 
-ORDER_LOCK = select(func.pg_advisory_xact_lock(bindparam("lock_id", type_=BigInteger)).label("locked"))
+_CAPS = table_of(MerchantAmountCap)
 
 # The columns that tell whether a repeated order id asks for the same payment, by parameter name.
 STORED_AS = {
@@ -30,28 +32,68 @@ STORED_AS = {
     **{f"pg_{name}_url": f"{name}_url" for name in ("check", "result", "refund", "capture", "success")},
     **{f"pg_{name}_url": f"{name}_url" for name in ("failure", "state", "site")},
 }
-OPEN_ORDER = select(
-    _PAYMENTS.c.id, _PAYMENTS.c.access_token, *(_PAYMENTS.c[column] for column in set(STORED_AS.values()))
-).where(
+_OPEN_COLUMNS = (
+    "id",
+    "access_token",
+    "payment_system",
+    *sorted(set(STORED_AS.values()) - {"payment_system"}),
+)
+OPEN_ORDER = select(*(_PAYMENTS.c[column] for column in _OPEN_COLUMNS)).where(
     _PAYMENTS.c.merchant_id == bindparam("merchant_id"),
     _PAYMENTS.c.order_id == bindparam("order_id"),
     _PAYMENTS.c.open_order.is_(True),
 )
+OPENED = select(_PAYMENTS.c.id, _PAYMENTS.c.access_token, _PAYMENTS.c.payment_system).where(
+    _PAYMENTS.c.merchant_id == bindparam("merchant_id"), _PAYMENTS.c.id == bindparam("payment_id")
+)
+_OPEN = _PAYMENTS.alias("open_payment")
+# What init_payment.php reads with its merchant: the stored answer, the merchant's cap in the request's
+# currency (`cap`) and the open payment its order id has (`open_<column>`).
+INIT_CONTEXT = merchant_statement(
+    STORED_ANSWER,
+    Joined(
+        _CAPS,
+        and_(_CAPS.c.merchant_id == MERCHANTS.c.id, _CAPS.c.currency == bindparam("currency")),
+        (_CAPS.c.max_amount.label("cap"),),
+    ),
+    Joined(
+        _OPEN,
+        and_(
+            _OPEN.c.merchant_id == MERCHANTS.c.id,
+            _OPEN.c.order_id == bindparam("order_id"),
+            _OPEN.c.open_order.is_(True),
+        ),
+        tuple(_OPEN.c[column].label(f"open_{column}") for column in _OPEN_COLUMNS),
+    ),
+)
+
+
+def open_order_of(context: Row) -> dict[str, Any] | None:
+    """The open payment `INIT_CONTEXT` read, as `OPEN_ORDER` reads it."""
+    if context["open_id"] is None:
+        return None
+    return {column: context[f"open_{column}"] for column in _OPEN_COLUMNS}
+
 
 _NEW_COLUMNS = [c.key for c in _PAYMENTS.c if c.key != "id"]
 INSERT_PAYMENT = (
     insert(_PAYMENTS).values({name: bindparam(name) for name in _NEW_COLUMNS}).returning(_PAYMENTS.c.id)
 )
+# On SQLite a write transaction holds the database from its first statement: the open order read in it
+# is still the truth at the insert. On PostgreSQL a concurrent init of the same order id may commit
+# between the two: the insert then writes nothing, and the caller reads that payment.
 INSERT_EVENT = insert(_EVENTS).values(
     {name: bindparam(name) for name in ("payment_id", "from_status", "to_status", "actor", "note", "at")}
 )
-# On PostgreSQL the payment, its first event and its expiry job are one statement: one round trip.
+# On PostgreSQL the payment, its first event and its expiry job are one statement: one round trip; none
+# of them is written when the order id has an open payment already.
 # The payload is the JSON `outbox.enqueue_now` writes.
 INSERT_WITH_MESSAGES = text(  # the f-string only spells out the model's column names
     f"""
     WITH new_payment AS (
         INSERT INTO payments ({", ".join(_NEW_COLUMNS)})
         VALUES ({", ".join(f":{name}" for name in _NEW_COLUMNS)})
+        ON CONFLICT (merchant_id, order_id) WHERE open_order DO NOTHING
         RETURNING id, merchant_id, status, expires_at, created_at
     ), first_event AS (
         INSERT INTO payment_events (payment_id, from_status, to_status, actor, note, at)
@@ -78,23 +120,33 @@ def _latest_attempt(column: str) -> Any:
     )
 
 
-_STATUS = select(_PAYMENTS, _latest_attempt("method"), _latest_attempt("card_masked")).where(
-    _PAYMENTS.c.merchant_id == bindparam("merchant_id")
-)
+_OWN = _PAYMENTS.c.merchant_id == MERCHANTS.c.id
 _BY_ID = _PAYMENTS.c.id == bindparam("payment_id")
+_NEWEST = _PAYMENTS.alias("newest")
 # The newest payment for the order id: earlier ones failed or expired.
-_NEWEST_OF_ORDER = _PAYMENTS.c.order_id == bindparam("order_id")
-_STATUS_BY_ID = _STATUS.where(_BY_ID)
-_STATUS_BY_ORDER = _STATUS.where(_NEWEST_OF_ORDER).order_by(_PAYMENTS.c.id.desc()).limit(1)
-_STATUS_BY_BOTH = _STATUS.where(_BY_ID, _NEWEST_OF_ORDER)
+_NEWEST_OF_ORDER = _PAYMENTS.c.id == (
+    select(func.max(_NEWEST.c.id))
+    .where(_NEWEST.c.merchant_id == MERCHANTS.c.id, _NEWEST.c.order_id == bindparam("order_id"))
+    .scalar_subquery()
+)
+_STATUS_COLUMNS = (*_PAYMENTS.c, _latest_attempt("method"), _latest_attempt("card_masked"))
 
 
-async def status_row(
-    link: Link, merchant_id: int, payment_id: int | None, order_id: str | None
-) -> Row | None:
+def _status(on: ColumnElement[bool]) -> Any:
+    return merchant_statement(Joined(_PAYMENTS, and_(_OWN, on), _STATUS_COLUMNS))
+
+
+# What get_status.php reads with its merchant: the payment's columns (`id` null when there is no such
+# payment of the merchant's) and its latest attempt's `attempt_method` and `attempt_card_masked`.
+_STATUS_BY_ID = _status(_BY_ID)
+_STATUS_BY_ORDER = _status(_NEWEST_OF_ORDER)
+_STATUS_BY_BOTH = _status(and_(_BY_ID, _PAYMENTS.c.order_id == bindparam("order_id")))
+
+
+def status_context(payment_id: int | None, order_id: str | None) -> tuple[Any, dict[str, Any]]:
+    """The statement (and its values) that reads a status with its merchant."""
     if order_id is None:
-        return await link.row(_STATUS_BY_ID, {"merchant_id": merchant_id, "payment_id": payment_id})
+        return _STATUS_BY_ID, {"payment_id": payment_id}
     if payment_id is None:
-        return await link.row(_STATUS_BY_ORDER, {"merchant_id": merchant_id, "order_id": order_id})
-    params = {"merchant_id": merchant_id, "payment_id": payment_id, "order_id": order_id}
-    return await link.row(_STATUS_BY_BOTH, params)
+        return _STATUS_BY_ORDER, {"order_id": order_id}
+    return _STATUS_BY_BOTH, {"payment_id": payment_id, "order_id": order_id}

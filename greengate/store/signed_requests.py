@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.store.db import table_of
 from greengate.store.links import Link, as_link
+from greengate.store.merchants import MERCHANTS, Joined, merchant_statement
 from greengate.store.models import SignedRequest
 
 _TABLE = table_of(SignedRequest)
@@ -17,6 +18,18 @@ _FIND = select(_TABLE.c.answer).where(
     _TABLE.c.script == bindparam("script"),
     _TABLE.c.digest == bindparam("digest"),
 )
+# A state-changing script reads the answer its request got already (if it was applied) with its
+# merchant: `stored_answer`, bound by `:script` and `:digest`.
+STORED_ANSWER = Joined(
+    _TABLE,
+    and_(
+        _TABLE.c.merchant_id == MERCHANTS.c.id,
+        _TABLE.c.script == bindparam("script"),
+        _TABLE.c.digest == bindparam("digest"),
+    ),
+    (_TABLE.c.answer.label("stored_answer"),),
+)
+MERCHANT_AND_ANSWER = merchant_statement(STORED_ANSWER)
 _INSERT = insert(_TABLE).values(
     {name: bindparam(name) for name in ("merchant_id", "script", "digest", "answer", "created_at")}
 )

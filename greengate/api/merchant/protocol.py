@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import structlog
 from asyncpg.exceptions import UniqueViolationError
+from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,9 +53,10 @@ from greengate.runtime import Runtime
 from greengate.services import idempotency, throttles
 from greengate.services.merchants import payout_secret, secret_key
 from greengate.store import signed_requests
-from greengate.store.links import Link, as_link
-from greengate.store.merchants import find_merchant
+from greengate.store.links import Link, Row, as_link
+from greengate.store.merchants import MERCHANT, find_merchant, read_merchant
 from greengate.store.models import Merchant
+from greengate.store.signed_requests import MERCHANT_AND_ANSWER
 
 log = structlog.get_logger(__name__)
 XML_TYPE = b"text/xml; charset=utf-8"
@@ -67,18 +69,26 @@ class MerchantCall:
     script: str
     now: datetime
     request: Incoming
+    context: Row  # the row that read the merchant, with what the script's context joined to it
 
 
 Handler = Callable[[AsyncSession, Runtime, MerchantCall], Awaitable[Params]]
 KeyKind = Literal["payment", "payout"]  # which merchant secret signs the script
 
 
+Context = Callable[[Params], tuple[Select[Any], dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class OnLink:
     """A script written in Core statements: it runs on a `Link`, at the driver's cost, where the others
-    run in an ORM session."""
+    run in an ORM session. Its `context` gives, for the request's parameters, the statement that reads
+    its merchant and what it needs besides (`store.merchants.merchant_statement`; a state-changing
+    script's joins `signed_requests.STORED_ANSWER`) and the values it binds; the row is the call's
+    `context`. It must not refuse anything: the parameters are checked after authentication."""
 
     run: Callable[[Link, Runtime, MerchantCall], Awaitable[Params]]
+    context: Context | None = None
 
 
 @dataclass(frozen=True)
@@ -140,12 +150,21 @@ def _is_auth_failure(error: DomainError) -> bool:
     return isinstance(error, MerchantUnknown) or error.code == "signature_invalid"
 
 
-async def _merchant(link: Link, params: Params, path_merchant_id: str | None) -> Merchant:
-    merchant_id = id_number(path_merchant_id or first(params, "pg_merchant_id"))
-    merchant = None if merchant_id is None else await find_merchant(link, merchant_id)
-    if merchant is None or merchant.secret_key_enc is None:
+async def _merchant(
+    link: Link, merchant_id: int | None, statement: Select[Any], values: dict[str, Any]
+) -> tuple[Merchant, Row]:
+    found = None if merchant_id is None else await read_merchant(link, merchant_id, statement, values)
+    if found is None or found[0].secret_key_enc is None:
         raise MerchantUnknown("pg_merchant_id is missing or unknown")
-    return merchant
+    return found
+
+
+def _context(
+    handler: Handler | OnLink, params: Params, writes: str | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    if isinstance(handler, OnLink) and handler.context is not None:
+        return handler.context(params)
+    return (MERCHANT if writes is None else MERCHANT_AND_ANSWER), {}
 
 
 def _check_salt(params: Params) -> None:
@@ -268,17 +287,19 @@ async def process(
     digest = ""
     try:
         params = read_params(request, max_bytes=rt.settings.max_request_bytes)
+        merchant_id = id_number(request.path_params.get("merchant_id") or first(params, "pg_merchant_id"))
+        statement, values = _context(handler, params, writes)
+        if writes is not None:
+            digest = request_digest(params)
+            values = {**values, "script": writes, "digest": digest}
         async with _unit(rt, handler, writes is not None) as (tx, link):
-            merchant = await _merchant(link, params, request.path_params.get("merchant_id"))
+            merchant, context = await _merchant(link, merchant_id, statement, values)
             signing_secret = _secret(rt, merchant, key_kind)
             script = _authenticate(merchant, params, script, signing_secret)
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
-            call = MerchantCall(merchant, params, script, rt.clock(), request)
-            if writes is not None:
-                digest = request_digest(params)
-                stored = await signed_requests.find_answer(link, merchant.id, writes, digest)
-                if stored is not None:
-                    return Outcome(_decode_answer(stored), signing_secret, script)
+            call = MerchantCall(merchant, params, script, rt.clock(), request, context)
+            if writes is not None and context["stored_answer"] is not None:
+                return Outcome(_decode_answer(context["stored_answer"]), signing_secret, script)
             run = handler.run if isinstance(handler, OnLink) else handler
             fields = [("pg_status", "ok"), *await run(tx, rt, call)]
             if writes is not None:

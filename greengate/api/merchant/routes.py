@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from greengate.api.dispatch import Answer, Incoming, Script, Scripts
 from greengate.api.merchant import card_storage, operations, payouts
-from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money
+from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money, read_text
 from greengate.api.merchant.protocol import (
     MerchantCall,
     OnLink,
@@ -19,22 +21,24 @@ from greengate.api.merchant.protocol import (
     writes,
 )
 from greengate.api.merchant.status import money, status3_fields, status_fields
-from greengate.domain.errors import NoPaymentSystem
+from greengate.domain.errors import InvalidRequest, NoPaymentSystem
 from greengate.domain.params import Params, first
 from greengate.domain.payment_systems import PAYMENT_SYSTEMS, ready
 from greengate.domain.payments import selected_methods
 from greengate.runtime import Runtime
 from greengate.services import idempotency, refunds, saved_cards
 from greengate.services.payments import (
-    Opened,
     cancel_payment,
     find_payment,
     latest_attempt,
+    lookup,
     open_payment,
+    opened,
     page_url,
-    payment_status,
+    status_of,
 )
 from greengate.store.links import Link
+from greengate.store.payments import INIT_CONTEXT, status_context
 
 METHODS = ("GET", "POST")
 
@@ -46,10 +50,9 @@ async def _init_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
     if key is not None:
         stored = await idempotency.lookup(link, call.merchant.id, "init_payment", key, fingerprint)
     if stored is not None:
-        row = await payment_status(link, call.merchant.id, payment_id=stored.body, order_id=None)
-        payment = Opened(row["id"], row["access_token"], row["payment_system"], created=False)
+        payment = await opened(link, call.merchant.id, int(stored.body))
     else:
-        payment = await open_payment(link, rt, call.merchant, req, call.now)
+        payment = await open_payment(link, rt, call.merchant, req, call.now, call.context)
         if key is not None:
             await idempotency.remember(
                 link,
@@ -71,7 +74,18 @@ async def _init_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
     ]
 
 
-_init = OnLink(_init_on)
+def _init_context(params: Params) -> tuple[Any, dict[str, Any]]:
+    """The merchant's cap in the request's currency and the open payment of its order id, read with
+    the merchant; values the request cannot give match nothing (it is refused after authentication)."""
+    try:
+        currency: str | None = parse_currency(params)
+        order_id = read_text(params, "pg_order_id", max_length=50)
+    except InvalidRequest:
+        currency = order_id = None
+    return INIT_CONTEXT, {"currency": currency, "order_id": order_id}
+
+
+_init = OnLink(_init_on, _init_context)
 
 
 async def init_payment_php(rt: Runtime, request: Incoming) -> Answer:
@@ -84,15 +98,22 @@ async def payment_php(rt: Runtime, request: Incoming) -> Answer:
     return to_page(outcome.fields, "The payment could not be started")
 
 
+def _status_context(params: Params) -> tuple[Any, dict[str, Any]]:
+    try:
+        return status_context(*lookup(first(params, "pg_payment_id"), first(params, "pg_order_id")))
+    except InvalidRequest:
+        return status_context(None, None)  # refused after authentication
+
+
 async def _status_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
-    """get_status.php and get_status2.php: one statement."""
-    row = await payment_status(
-        link,
-        call.merchant.id,
-        payment_id=first(call.params, "pg_payment_id"),
-        order_id=first(call.params, "pg_order_id"),
+    """get_status.php and get_status2.php: read with the merchant, in one statement."""
+    params = call.params
+    return status_fields(
+        status_of(call.context, first(params, "pg_payment_id"), first(params, "pg_order_id"))
     )
-    return status_fields(row)
+
+
+_status = OnLink(_status_on, _status_context)
 
 
 async def _status3(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
@@ -150,8 +171,8 @@ def _php_scripts() -> dict[str, Script]:
     return {
         "/init_payment.php": init_payment_php,
         "/payment.php": payment_php,
-        "/get_status.php": reads(OnLink(_status_on)),
-        "/get_status2.php": reads(OnLink(_status_on)),
+        "/get_status.php": reads(_status),
+        "/get_status2.php": reads(_status),
         "/get_status3.php": reads(_status3),
         "/cancel.php": writes(_cancel, "cancel.php"),
         "/ps_list.php": reads(_ps_list),
