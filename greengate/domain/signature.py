@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import string
 from urllib.parse import urlsplit
 
 from greengate.domain.params import Params
@@ -29,8 +28,6 @@ from greengate.domain.params import Params
 SIG_PARAM = "pg_sig"
 SALT_PARAM = "pg_salt"
 
-_SALT_ALPHABET = string.ascii_letters + string.digits
-_SALT_LENGTH = 24  # ~143 bits
 
 
 def script_name_from_url(url_or_path: str) -> str:
@@ -115,5 +112,5 @@ def with_signature(script: str, params: Params, secret: str, salt: str) -> Param
 
 
 def new_salt() -> str:
-    """A fresh random ``pg_salt``: 24 alphanumerics from the OS CSPRNG."""
-    return "".join(secrets.choice(_SALT_ALPHABET) for _ in range(_SALT_LENGTH))
+    """A fresh random ``pg_salt``: 32 hex digits (128 bits) from the OS CSPRNG, in one read."""
+    return secrets.token_hex(16)
