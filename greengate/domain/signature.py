@@ -29,7 +29,6 @@ SIG_PARAM = "pg_sig"
 SALT_PARAM = "pg_salt"
 
 
-
 def script_name_from_url(url_or_path: str) -> str:
     """Last path segment of a URL or path, without query or fragment; ``""`` if it ends in ``/``.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +55,11 @@ class Opened:
     access_token: str
     payment_system: str | None
     created: bool
+    recorded: bool = False  # its answer was recorded with it (`open_payment`'s `record`)
+
+
+# The signed request to record with a new payment, given the payment: (script, digest, answer).
+Record = Callable[[Opened], tuple[str, str, str]]
 
 
 async def open_payment(
@@ -64,11 +69,14 @@ async def open_payment(
     req: NewPayment,
     now: datetime,
     context: Row | None = None,
+    record: Record | None = None,
 ) -> Opened:
     """Create a payment with its first event and expiry job, in Core statements (a link, or a session's
     transaction); with an order id that already has an open payment, that payment when the request is
     the same, a conflict naming what differs otherwise. `context`: what `store.payments.INIT_CONTEXT`
-    read for this request already (the merchant's cap, the open payment of the order id)."""
+    read for this request already (the merchant's cap, the open payment of the order id, and on
+    PostgreSQL the new payment's id). `record`: where that id is known, the signed request to record in
+    the payment's own statement (`Opened.recorded` says it was)."""
     link = as_link(conn)
     if context is None:
         await amount_caps.enforce(
@@ -134,7 +142,11 @@ async def open_payment(
         "updated_at": now,
         "paid_at": None,
     }
-    payment_id = await _insert_new(link, row, actor="api", expire_job=EXPIRE_JOB)
+    next_id = None if context is None else context.get("next_payment_id")
+    recorded = None
+    if next_id is not None and record is not None:
+        recorded = record(Opened(next_id, row["access_token"], row["payment_system"], True))
+    payment_id = await _insert_new(link, dict(row, id=next_id), recorded, expire_job=EXPIRE_JOB)
     if payment_id is None:  # a concurrent init of the order id was first
         existing = await link.row(
             payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
@@ -142,7 +154,7 @@ async def open_payment(
         if existing is None:
             raise Unavailable("a concurrent request conflicted; retry", code="internal_error")
         return _same_order(existing, merchant, req)
-    return Opened(payment_id, row["access_token"], row["payment_system"], True)
+    return Opened(payment_id, row["access_token"], row["payment_system"], True, recorded is not None)
 
 
 async def init_payment(
@@ -155,13 +167,20 @@ async def init_payment(
     return payment
 
 
-async def _insert_new(link: Link, row: dict[str, Any], *, actor: str, expire_job: str) -> int | None:
-    """Write a new payment (`row`: every column but the id), its first event and its expiry job; None,
-    writing nothing, when its order id has an open payment already (PostgreSQL)."""
+async def _insert_new(
+    link: Link, row: dict[str, Any], recorded: tuple[str, str, str] | None, *, expire_job: str
+) -> int | None:
+    """Write a new payment (`row`: its columns, the id None for the next), its first event, its expiry
+    job and (PostgreSQL) the signed request `recorded` names; None, writing nothing, when its order id
+    has an open payment already (PostgreSQL)."""
+    actor = "api"
     if link.dialect == "postgresql":
+        script, digest, answer = recorded or (None, None, None)
         params = dict(row, actor=actor, expire_kind=expire_job, pending=outbox.PENDING)
+        params.update(script=script, digest=digest, answer=answer)
         found = await link.row(payments_store.INSERT_WITH_MESSAGES, params)
         return None if found is None else int(found["id"])
+    row = {name: value for name, value in row.items() if name != "id"}  # the database's next
     found = await link.row(payments_store.INSERT_PAYMENT, row)
     assert found is not None
     payment_id = int(found["id"])

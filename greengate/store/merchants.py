@@ -31,15 +31,15 @@ class Joined:
     columns: tuple[ColumnElement[Any], ...]
 
 
-def merchant_statement(*joined: Joined) -> Select[Any]:
-    """The merchant with `:merchant_id` (its columns labelled `merchant_<name>`) and the joined columns:
-    a row whenever the merchant exists, the joined columns null where nothing matches."""
+def merchant_statement(*joined: Joined, also: tuple[ColumnElement[Any], ...] = ()) -> Select[Any]:
+    """The merchant with `:merchant_id` (its columns labelled `merchant_<name>`), the joined columns and
+    `also`: a row whenever the merchant exists, the joined columns null where nothing matches."""
     columns = [c.label(label) for c, label in zip(MERCHANTS.c, _LABELS, strict=True)]
     source: FromClause = MERCHANTS
     for j in joined:
         source = source.outerjoin(j.target, j.on)
     return (
-        select(*columns, *(column for j in joined for column in j.columns))
+        select(*columns, *(column for j in joined for column in j.columns), *also)
         .select_from(source)
         .where(MERCHANTS.c.id == bindparam("merchant_id"))
     )

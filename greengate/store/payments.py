@@ -49,7 +49,7 @@ OPENED = select(_PAYMENTS.c.id, _PAYMENTS.c.access_token, _PAYMENTS.c.payment_sy
 _OPEN = _PAYMENTS.alias("open_payment")
 # What init_payment.php reads with its merchant: the stored answer, the merchant's cap in the request's
 # currency (`cap`) and the open payment its order id has (`open_<column>`).
-INIT_CONTEXT = merchant_statement(
+_INIT_JOINS = (
     STORED_ANSWER,
     Joined(
         _CAPS,
@@ -65,6 +65,13 @@ INIT_CONTEXT = merchant_statement(
         ),
         tuple(_OPEN.c[column].label(f"open_{column}") for column in _OPEN_COLUMNS),
     ),
+)
+INIT_CONTEXT = merchant_statement(*_INIT_JOINS)
+# On PostgreSQL also the id the new payment will have (`next_payment_id`): its answer is then known
+# before it is written, and recorded by the same statement.
+INIT_CONTEXT_WITH_ID = merchant_statement(
+    *_INIT_JOINS,
+    also=(func.nextval(func.pg_get_serial_sequence("payments", "id")).label("next_payment_id"),),
 )
 
 
@@ -85,14 +92,16 @@ INSERT_PAYMENT = (
 INSERT_EVENT = insert(_EVENTS).values(
     {name: bindparam(name) for name in ("payment_id", "from_status", "to_status", "actor", "note", "at")}
 )
-# On PostgreSQL the payment, its first event and its expiry job are one statement: one round trip; none
-# of them is written when the order id has an open payment already.
+# On PostgreSQL the payment (with the id given, or the next), its first event, its expiry job and (with
+# an answer) the signed request that created it are one statement: one round trip; none of them is
+# written when the order id has an open payment already.
 # The payload is the JSON `outbox.enqueue_now` writes.
 INSERT_WITH_MESSAGES = text(  # the f-string only spells out the model's column names
     f"""
     WITH new_payment AS (
-        INSERT INTO payments ({", ".join(_NEW_COLUMNS)})
-        VALUES ({", ".join(f":{name}" for name in _NEW_COLUMNS)})
+        INSERT INTO payments (id, {", ".join(_NEW_COLUMNS)})
+        VALUES (COALESCE(CAST(:id AS BIGINT), nextval(pg_get_serial_sequence('payments', 'id'))),
+                {", ".join(f":{name}" for name in _NEW_COLUMNS)})
         ON CONFLICT (merchant_id, order_id) WHERE open_order DO NOTHING
         RETURNING id, merchant_id, status, expires_at, created_at
     ), first_event AS (
@@ -103,6 +112,10 @@ INSERT_WITH_MESSAGES = text(  # the f-string only spells out the model's column 
         SELECT :expire_kind, merchant_id, 'payment:' || id, '{{"payment_id":' || id || '}}',
                :pending, 0, expires_at, created_at
         FROM new_payment
+    ), recorded AS (
+        INSERT INTO signed_requests (merchant_id, script, digest, answer, created_at)
+        SELECT merchant_id, :script, :digest, CAST(:answer AS TEXT), created_at
+        FROM new_payment WHERE CAST(:answer AS TEXT) IS NOT NULL
     )
     SELECT id FROM new_payment
     """  # noqa: S608

@@ -70,25 +70,48 @@ class MerchantCall:
     now: datetime
     request: Incoming
     context: Row  # the row that read the merchant, with what the script's context joined to it
+    recording: Recording | None  # a state-changing call's record of its answer
+
+
+@dataclass
+class Recording:
+    """Where a state-changing call's answer is recorded: by the pipeline once the script has run, or by
+    the script itself in its last statement (`done`)."""
+
+    script: str
+    digest: str
+    done: bool = False
+
+    def row(self, fields: Params) -> tuple[str, str, str]:
+        """(script, digest, answer) for the answer whose fields the script returns."""
+        return self.script, self.digest, _encode_answer([("pg_status", "ok"), *fields])
 
 
 Handler = Callable[[AsyncSession, Runtime, MerchantCall], Awaitable[Params]]
 KeyKind = Literal["payment", "payout"]  # which merchant secret signs the script
 
 
-Context = Callable[[Params], tuple[Select[Any], dict[str, Any]]]
+Context = Callable[[Params, str], tuple[Select[Any], dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class OnLink:
     """A script written in Core statements: it runs on a `Link`, at the driver's cost, where the others
-    run in an ORM session. Its `context` gives, for the request's parameters, the statement that reads
+    run in an ORM session.
+
+    `context` gives, for the request's parameters and the database's dialect, the statement that reads
     its merchant and what it needs besides (`store.merchants.merchant_statement`; a state-changing
     script's joins `signed_requests.STORED_ANSWER`) and the values it binds; the row is the call's
-    `context`. It must not refuse anything: the parameters are checked after authentication."""
+    `context`. It must not refuse anything: the parameters are checked after authentication.
+
+    `one_statement` says of a state-changing request that the script writes with one statement, which
+    records the answer too where it can (`Recording.done`): on PostgreSQL it then runs without BEGIN and
+    COMMIT. Two identical requests racing are told apart by the record's unique key; the loser gets the
+    winner's answer."""
 
     run: Callable[[Link, Runtime, MerchantCall], Awaitable[Params]]
     context: Context | None = None
+    one_statement: Callable[[Params], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,10 +183,10 @@ async def _merchant(
 
 
 def _context(
-    handler: Handler | OnLink, params: Params, writes: str | None
+    handler: Handler | OnLink, params: Params, writes: str | None, dialect: str
 ) -> tuple[Select[Any], dict[str, Any]]:
     if isinstance(handler, OnLink) and handler.context is not None:
-        return handler.context(params)
+        return handler.context(params, dialect)
     return (MERCHANT if writes is None else MERCHANT_AND_ANSWER), {}
 
 
@@ -222,11 +245,15 @@ def _decode_answer(stored: str) -> Params:
 
 
 @asynccontextmanager
-async def _unit(rt: Runtime, handler: Handler | OnLink, writes: bool) -> AsyncIterator[tuple[Any, Link]]:
-    """Where a call runs: a link for a Core script (a read on PostgreSQL runs each statement on its own),
-    else one ORM session's transaction; with the link its statements run on."""
+async def _unit(
+    rt: Runtime, handler: Handler | OnLink, params: Params, writes: bool
+) -> AsyncIterator[tuple[Any, Link]]:
+    """Where a call runs: a link for a Core script (on PostgreSQL a read, or a write of one statement,
+    runs each statement on its own), else one ORM session's transaction; with the link its statements
+    run on."""
     if isinstance(handler, OnLink):
-        async with rt.db.link(transaction=writes) as link:
+        one = handler.one_statement is not None and handler.one_statement(params)
+        async with rt.db.link(transaction=writes and not one) as link:
             yield link, link
     else:
         async with rt.db.transaction() as session:
@@ -288,23 +315,25 @@ async def process(
     try:
         params = read_params(request, max_bytes=rt.settings.max_request_bytes)
         merchant_id = id_number(request.path_params.get("merchant_id") or first(params, "pg_merchant_id"))
-        statement, values = _context(handler, params, writes)
+        statement, values = _context(handler, params, writes, rt.db.dialect)
+        recording = None
         if writes is not None:
             digest = request_digest(params)
             values = {**values, "script": writes, "digest": digest}
-        async with _unit(rt, handler, writes is not None) as (tx, link):
+            recording = Recording(writes, digest)
+        async with _unit(rt, handler, params, writes is not None) as (tx, link):
             merchant, context = await _merchant(link, merchant_id, statement, values)
             signing_secret = _secret(rt, merchant, key_kind)
             script = _authenticate(merchant, params, script, signing_secret)
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
-            call = MerchantCall(merchant, params, script, rt.clock(), request, context)
+            call = MerchantCall(merchant, params, script, rt.clock(), request, context, recording)
             if writes is not None and context["stored_answer"] is not None:
                 return Outcome(_decode_answer(context["stored_answer"]), signing_secret, script)
             run = handler.run if isinstance(handler, OnLink) else handler
             fields = [("pg_status", "ok"), *await run(tx, rt, call)]
-            if writes is not None:
+            if recording is not None and not recording.done:
                 await signed_requests.record(
-                    link, merchant.id, writes, digest, _encode_answer(fields), call.now
+                    link, merchant.id, writes or "", digest, _encode_answer(fields), call.now
                 )
         return Outcome(fields, signing_secret, script)
     except DomainError as exc:

@@ -28,6 +28,7 @@ from greengate.domain.payments import selected_methods
 from greengate.runtime import Runtime
 from greengate.services import idempotency, refunds, saved_cards
 from greengate.services.payments import (
+    Opened,
     cancel_payment,
     find_payment,
     latest_attempt,
@@ -38,7 +39,7 @@ from greengate.services.payments import (
     status_of,
 )
 from greengate.store.links import Link
-from greengate.store.payments import INIT_CONTEXT, status_context
+from greengate.store.payments import INIT_CONTEXT, INIT_CONTEXT_WITH_ID, status_context
 
 METHODS = ("GET", "POST")
 
@@ -52,7 +53,11 @@ async def _init_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
     if stored is not None:
         payment = await opened(link, call.merchant.id, int(stored.body))
     else:
-        payment = await open_payment(link, rt, call.merchant, req, call.now, call.context)
+        recording = call.recording if key is None else None  # a key is stored in a second statement
+        record = None if recording is None else (lambda new: recording.row(_answer(rt, new)))
+        payment = await open_payment(link, rt, call.merchant, req, call.now, call.context, record)
+        if recording is not None:
+            recording.done = payment.recorded
         if key is not None:
             await idempotency.remember(
                 link,
@@ -63,6 +68,10 @@ async def _init_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
                 idempotency.StoredResponse(200, str(payment.id)),
                 call.now,
             )
+    return _answer(rt, payment)
+
+
+def _answer(rt: Runtime, payment: Opened) -> Params:
     return [
         ("pg_payment_id", str(payment.id)),
         ("pg_redirect_url", page_url(rt, payment.access_token)),
@@ -74,18 +83,26 @@ async def _init_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
     ]
 
 
-def _init_context(params: Params) -> tuple[Any, dict[str, Any]]:
-    """The merchant's cap in the request's currency and the open payment of its order id, read with
-    the merchant; values the request cannot give match nothing (it is refused after authentication)."""
+def _init_context(params: Params, dialect: str) -> tuple[Any, dict[str, Any]]:
+    """The merchant's cap in the request's currency, the open payment of its order id and (PostgreSQL)
+    the new payment's id, read with the merchant; values the request cannot give match nothing (it is
+    refused after authentication)."""
     try:
         currency: str | None = parse_currency(params)
         order_id = read_text(params, "pg_order_id", max_length=50)
     except InvalidRequest:
         currency = order_id = None
-    return INIT_CONTEXT, {"currency": currency, "order_id": order_id}
+    statement = INIT_CONTEXT_WITH_ID if dialect == "postgresql" else INIT_CONTEXT
+    return statement, {"currency": currency, "order_id": order_id}
 
 
-_init = OnLink(_init_on, _init_context)
+def _without_key(params: Params) -> bool:
+    """An init without an idempotency key writes one statement (the payment, its event, its expiry job
+    and the request's record); a key is looked up and stored by statements of their own."""
+    return first(params, "pg_idempotency_key") is None
+
+
+_init = OnLink(_init_on, _init_context, _without_key)
 
 
 async def init_payment_php(rt: Runtime, request: Incoming) -> Answer:
@@ -98,7 +115,7 @@ async def payment_php(rt: Runtime, request: Incoming) -> Answer:
     return to_page(outcome.fields, "The payment could not be started")
 
 
-def _status_context(params: Params) -> tuple[Any, dict[str, Any]]:
+def _status_context(params: Params, dialect: str) -> tuple[Any, dict[str, Any]]:
     try:
         return status_context(*lookup(first(params, "pg_payment_id"), first(params, "pg_order_id")))
     except InvalidRequest:
