@@ -30,7 +30,7 @@ from greengate.domain.errors import NotFound
 from greengate.metrics import HTTP_LATENCY, HTTP_REQUESTS, render
 from greengate.runtime import Runtime
 from greengate.security.tokens import constant_time_equals
-from greengate.services import keys
+from greengate.services import keys, throttles
 from greengate.settings import Settings, get_settings
 from greengate.store.migrate import current_revision, head_revision
 from greengate.web import api_docs, checkout, console, exchange_pages
@@ -104,12 +104,15 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             log.error("encryption keys not checked: database unavailable", error=repr(exc))
         stop = asyncio.Event()
         worker_task = asyncio.create_task(Worker(rt).run(stop)) if run_worker else None
+        # Writes the request counts this process holds: a quiet client's last batch, all at shutdown.
+        flusher = asyncio.create_task(throttles.keep_flushing(rt.db, stop))
         try:
             yield
         finally:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            await flusher
             await rt.close()
 
     app = Gateway(

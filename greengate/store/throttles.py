@@ -13,15 +13,15 @@ from greengate.store.models import Merchant, ThrottleCounter
 T: Table = ThrottleCounter.__table__  # type: ignore[assignment]
 
 
-async def bump(session: AsyncSession, scope: str, subject: str, window_start: int) -> int:
-    """Add one hit and return the window's hits: one INSERT ... ON CONFLICT DO UPDATE, so concurrent
+async def bump(session: AsyncSession, scope: str, subject: str, window_start: int, by: int = 1) -> int:
+    """Add `by` hits and return the window's hits: one INSERT ... ON CONFLICT DO UPDATE, so concurrent
     processes (and nodes on PostgreSQL) never lose a hit."""
     insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
     stmt = (
         insert(T)
-        .values(scope=scope, subject=subject, window_start=window_start, hits=1)
+        .values(scope=scope, subject=subject, window_start=window_start, hits=by)
         .on_conflict_do_update(
-            index_elements=[T.c.scope, T.c.subject, T.c.window_start], set_={"hits": T.c.hits + 1}
+            index_elements=[T.c.scope, T.c.subject, T.c.window_start], set_={"hits": T.c.hits + by}
         )
         .returning(T.c.hits)
     )

@@ -190,3 +190,18 @@ async def test_the_worker_forgets_windows_long_past(
         async with rt.db.transaction() as session:
             left = list(await session.scalars(select(ThrottleCounter.subject)))
     assert left == ["new"]
+
+
+async def test_a_client_requests_counted_in_a_process_reach_the_database_by_its_shutdown(
+    database_url: str, tmp_path: Path, clean_db: None
+) -> None:
+    async with gateway(database_url, tmp_path) as http:
+        client = await make_client(runtime(http))
+        statuses = {
+            (await http.get("/api/v2/directions", headers=client.headers)).status_code for _ in range(30)
+        }
+    async with gateway(database_url, tmp_path) as http:
+        async with runtime(http).db.transaction() as session:
+            hits = list(await session.scalars(select(ThrottleCounter.hits)))
+    assert statuses == {200}
+    assert sum(hits) == 30
