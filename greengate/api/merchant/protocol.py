@@ -311,16 +311,14 @@ async def process(
         )
         return Outcome(error_fields(error), None, script, verdict.retry_after)
     merchant: Merchant | None = None
-    digest = ""
+    recording: Recording | None = None
     try:
         params = read_params(request, max_bytes=rt.settings.max_request_bytes)
         merchant_id = id_number(request.path_params.get("merchant_id") or first(params, "pg_merchant_id"))
         statement, values = _context(handler, params, writes, rt.db.dialect)
-        recording = None
         if writes is not None:
-            digest = request_digest(params)
-            values = {**values, "script": writes, "digest": digest}
-            recording = Recording(writes, digest)
+            recording = Recording(writes, request_digest(params))
+            values = {**values, "script": recording.script, "digest": recording.digest}
         async with _unit(rt, handler, params, writes is not None) as (tx, link):
             merchant, context = await _merchant(link, merchant_id, statement, values)
             signing_secret = _secret(rt, merchant, key_kind)
@@ -332,9 +330,8 @@ async def process(
             run = handler.run if isinstance(handler, OnLink) else handler
             fields = [("pg_status", "ok"), *await run(tx, rt, call)]
             if recording is not None and not recording.done:
-                await signed_requests.record(
-                    link, merchant.id, writes or "", digest, _encode_answer(fields), call.now
-                )
+                script_name, digest, answer = recording.row(fields[1:])
+                await signed_requests.record(link, merchant.id, script_name, digest, answer, call.now)
         return Outcome(fields, signing_secret, script)
     except DomainError as exc:
         if _is_auth_failure(exc):
@@ -344,9 +341,11 @@ async def process(
         return Outcome(error_fields(exc), signing_secret, script)
     except (IntegrityError, UniqueViolationError):
         # The same request applied concurrently: the first one's answer is this one's too.
-        if merchant is not None and writes is not None and digest:
+        if merchant is not None and recording is not None:
             async with rt.db.link(transaction=False) as link:
-                stored = await signed_requests.find_answer(link, merchant.id, writes, digest)
+                stored = await signed_requests.find_answer(
+                    link, merchant.id, recording.script, recording.digest
+                )
             if stored is not None:
                 return Outcome(_decode_answer(stored), signing_secret, script)
         log.warning("merchant_api_conflict", path=request.path)
