@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from tests.support.pgbouncer import PgBouncer, find_pgbouncer
+from bench.pgbouncer import PgBouncer, find_pgbouncer
 
 if TYPE_CHECKING:
     from greengate.settings import Settings

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bench.pgbouncer import PgBouncer, find_pgbouncer
 from greengate.clock import utcnow
 from greengate.domain import ledger as ledger_domain
 from greengate.runtime import Runtime
@@ -32,7 +33,6 @@ from greengate.store.models import ExchangeOrder, OutboxMessage, Payment, Payout
 from tests.conftest import is_postgres
 from tests.support.exchange import Client, create_order, make_client, make_direction, make_requisites
 from tests.support.merchant_api import Answer, CallbackServer, Shop, send, signed
-from tests.support.pgbouncer import PgBouncer, find_pgbouncer
 from tests.support.processes import GREENGATE, GreengateProcess, Processes
 from tests.support.servers import Receiver
 

@@ -1,6 +1,6 @@
-"""A PgBouncer in transaction pooling mode in front of the test PostgreSQL, in its own directory.
+"""A PgBouncer in transaction pooling mode in front of a local PostgreSQL, in its own directory.
 
-Standard library only: the benchmark harness starts one the same way.
+Standard library only: the benchmarks and the cluster test start one the same way.
 """
 
 from __future__ import annotations
