@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm.attributes import set_committed_value
 
 from greengate.store.links import AsyncpgPool, Link, SqlAlchemyLink
+from greengate.store.write_lock import BUSY_TIMEOUT_MS, queue_writers, write_lock_of
 
 
 def is_sqlite(url: str) -> bool:
@@ -90,14 +91,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # An acknowledged write must survive a power cut: FULL syncs the WAL at every commit.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # SQLite has one writer: taking the write lock at BEGIN serialises read-modify-write
-        # transactions the way row locks do on PostgreSQL, and avoids deadlock-prone lock upgrades.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # SQLite has one writer: taking the write lock at BEGIN serialises read-modify-write transactions
+    # the way row locks do on PostgreSQL, and avoids deadlock-prone lock upgrades. The process's own
+    # transactions queue for it on an asyncio lock rather than in SQLite's sleeping busy handler.
+    queue_writers(engine)
 
 
 def table_of(model: type[DeclarativeBase]) -> Table:
@@ -140,6 +140,7 @@ class Database:
         self.engine = create_engine(url, pool_size=pool_size, pooler=pooler)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.dialect = self.engine.dialect.name
+        self.write_lock = write_lock_of(self.engine)
         self._driver_pool = (
             AsyncpgPool(url, self.engine.dialect, pool_size, pooled=pooler == PGBOUNCER)
             if self.dialect == "postgresql"
