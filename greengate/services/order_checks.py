@@ -93,7 +93,7 @@ class CoalescedChecks:
                 digests.append(entry.digest)
                 ids.append(order_id)
         try:
-            async with db.link(transaction=False) as link:
+            async with db.read_link() as link:
                 rows = await link.rows(_BATCH, {"requests": requests, "digests": digests, "ids": ids})
         except Exception as exc:  # every waiter learns of it; none is left hanging
             for entry in batch:
@@ -128,7 +128,7 @@ async def find_client_orders(
     if digest is None:
         return None
     if db.dialect != "postgresql":
-        async with db.link(transaction=False) as link:
+        async with db.read_link() as link:
             rows = await link.rows(_ONE_CHECK, {"api_secret_hash": digest, "ids": wanted})
         return with_numbers(keyring, rows) if rows else None
     coalescer = _coalescers.get(db)

@@ -61,13 +61,17 @@ def pooler_connect_args(pooler: str) -> dict[str, Any]:
     }
 
 
-def create_engine(url: str, *, pool_size: int = 20, pooler: str = "none") -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 20, pooler: str = "none", reads_only: bool = False
+) -> AsyncEngine:
+    """The engine for `url`. `reads_only` (SQLite): connections that run each statement on its own,
+    outside the writers' queue, for reads of one statement."""
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):
             create_private_file(Path(database))
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, writes=not reads_only)
         return engine
     # No overflow: an overflow connection is closed as soon as it is returned, so under load each burst
     # would start a PostgreSQL backend, authenticate it and re-prepare every statement on it.
@@ -81,7 +85,7 @@ def create_engine(url: str, *, pool_size: int = 20, pooler: str = "none") -> Asy
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, writes: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (the driver's implicit BEGIN is DEFERRED).
@@ -96,8 +100,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     # SQLite has one writer: taking the write lock at BEGIN serialises read-modify-write transactions
     # the way row locks do on PostgreSQL, and avoids deadlock-prone lock upgrades. The process's own
-    # transactions queue for it on an asyncio lock rather than in SQLite's sleeping busy handler.
-    queue_writers(engine)
+    # transactions queue for it on an asyncio lock rather than in SQLite's sleeping busy handler. A
+    # reads-only engine begins nothing: each statement reads the last commit on its own.
+    if writes:
+        queue_writers(engine)
 
 
 def table_of(model: type[DeclarativeBase]) -> Table:
@@ -141,6 +147,9 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.dialect = self.engine.dialect.name
         self.write_lock = write_lock_of(self.engine)
+        self._read_engine = (
+            create_engine(url, pool_size=pool_size, reads_only=True) if self.dialect == "sqlite" else None
+        )
         self._driver_pool = (
             AsyncpgPool(url, self.engine.dialect, pool_size, pooled=pooler == PGBOUNCER)
             if self.dialect == "postgresql"
@@ -166,7 +175,21 @@ class Database:
         async with self.engine.begin() as conn:
             yield SqlAlchemyLink(conn)
 
+    @asynccontextmanager
+    async def read_link(self) -> AsyncIterator[Link]:
+        """A `Link` for a read of one statement: it runs on its own, without BEGIN and COMMIT, and on
+        SQLite outside the writers' queue."""
+        if self._driver_pool is not None:
+            async with self._driver_pool.link(transaction=False) as link:
+                yield link
+            return
+        assert self._read_engine is not None
+        async with self._read_engine.connect() as conn:
+            yield SqlAlchemyLink(conn)
+
     async def dispose(self) -> None:
+        if self._read_engine is not None:
+            await self._read_engine.dispose()
         if self._driver_pool is not None:
             await self._driver_pool.close()
         await self.engine.dispose()

@@ -210,7 +210,7 @@ async def _hinted_secret(rt: Runtime, request: Incoming, key_kind: KeyKind) -> s
     if merchant_id is None:
         return None
     try:
-        async with rt.db.link(transaction=False) as link:
+        async with rt.db.read_link() as link:
             merchant = await find_merchant(link, merchant_id)
     except Exception:
         log.exception("merchant_api_hint_failed", path=request.path)
@@ -248,12 +248,15 @@ def _decode_answer(stored: str) -> Params:
 async def _unit(
     rt: Runtime, handler: Handler | OnLink, params: Params, writes: bool
 ) -> AsyncIterator[tuple[Any, Link]]:
-    """Where a call runs: a link for a Core script (on PostgreSQL a read, or a write of one statement,
-    runs each statement on its own), else one ORM session's transaction; with the link its statements
+    """Where a call runs: a link for a Core script (a read runs its statement on its own; on PostgreSQL
+    so does a write of one statement), else one ORM session's transaction; with the link its statements
     run on."""
-    if isinstance(handler, OnLink):
+    if isinstance(handler, OnLink) and not writes:
+        async with rt.db.read_link() as link:
+            yield link, link
+    elif isinstance(handler, OnLink):
         one = handler.one_statement is not None and handler.one_statement(params)
-        async with rt.db.link(transaction=writes and not one) as link:
+        async with rt.db.link(transaction=not one) as link:
             yield link, link
     else:
         async with rt.db.transaction() as session:
@@ -342,7 +345,7 @@ async def process(
     except (IntegrityError, UniqueViolationError):
         # The same request applied concurrently: the first one's answer is this one's too.
         if merchant is not None and recording is not None:
-            async with rt.db.link(transaction=False) as link:
+            async with rt.db.read_link() as link:
                 stored = await signed_requests.find_answer(
                     link, merchant.id, recording.script, recording.digest
                 )
