@@ -124,6 +124,14 @@ def rt(app_client: httpx.AsyncClient) -> Runtime:
 
 
 @pytest.fixture
+def sqlite_rt(rt: Runtime) -> Runtime:
+    """The runtime, for tests of the embedded database's own behaviour."""
+    if rt.db.dialect != "sqlite":
+        pytest.skip("the embedded database's own behaviour")
+    return rt
+
+
+@pytest.fixture
 def free_port() -> Iterator[int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,13 +20,6 @@ from tests.support.exchange import create_order, make_client, make_direction, ma
 PROMPT = 5.0
 
 
-@pytest.fixture
-def sqlite_rt(rt: Runtime) -> Runtime:
-    if rt.db.dialect != "sqlite":
-        pytest.skip("the embedded database's write queue")
-    return rt
-
-
 def write_lock(rt: Runtime) -> WriteLock:
     lock = rt.db.write_lock
     assert lock is not None

@@ -6,18 +6,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-import pytest
-
 from greengate.clock import utcnow
 from greengate.runtime import Runtime
 from greengate.store.models import Rate
-
-
-@pytest.fixture
-def sqlite_rt(rt: Runtime) -> Runtime:
-    if rt.db.dialect != "sqlite":
-        pytest.skip("the embedded database's own settings")
-    return rt
 
 
 def file_of(rt: Runtime) -> str:

@@ -39,6 +39,7 @@ from greengate.services.payments import (
     status_of,
 )
 from greengate.store.links import Link
+from greengate.store.models import Payment
 from greengate.store.payments import INIT_CONTEXT, INIT_CONTEXT_WITH_ID, status_context
 
 METHODS = ("GET", "POST")
@@ -133,13 +134,20 @@ async def _status_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
 _status = OnLink(_status_on, _status_context)
 
 
-async def _status3(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
-    payment = await find_payment(
+async def _payment_named(session: AsyncSession, call: MerchantCall, *, lock: bool = False) -> Payment:
+    """The merchant's payment the request names by pg_payment_id or pg_order_id."""
+    named = call.params
+    return await find_payment(
         session,
         call.merchant.id,
-        payment_id=first(call.params, "pg_payment_id"),
-        order_id=first(call.params, "pg_order_id"),
+        payment_id=first(named, "pg_payment_id"),
+        order_id=first(named, "pg_order_id"),
+        lock=lock,
     )
+
+
+async def _status3(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
+    payment = await _payment_named(session, call)
     return status3_fields(
         payment,
         await latest_attempt(session, payment.id),
@@ -150,13 +158,7 @@ async def _status3(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Pa
 
 
 async def _cancel(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Params:
-    payment = await find_payment(
-        session,
-        call.merchant.id,
-        payment_id=first(call.params, "pg_payment_id"),
-        order_id=first(call.params, "pg_order_id"),
-        lock=True,
-    )
+    payment = await _payment_named(session, call, lock=True)
     await cancel_payment(session, payment, call.now, actor=f"merchant:{call.merchant.id}")
     return [("pg_payment_id", str(payment.id))]
 
