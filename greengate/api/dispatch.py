@@ -57,13 +57,11 @@ class Route:
     path: str
     methods: frozenset[str]
     script: Script
-    # "/v1/merchant/{merchant_id}/x": the id's position after the prefix
-    prefix: str = ""
-    suffix: str = ""
 
 
 class Scripts:
-    """The table: exact paths, and paths with one numeric segment (`/v1/merchant/{merchant_id}/...`)."""
+    """The table: exact paths, and paths with one variable segment, the merchant's id
+    (`/v1/merchant/{merchant_id}/...`)."""
 
     def __init__(self) -> None:
         self._exact: dict[str, Route] = {}
@@ -75,12 +73,9 @@ class Scripts:
             prefix, rest = path.split("{", 1)
             name, suffix = rest.split("}", 1)
             assert name == "merchant_id", "one templated segment: the merchant id"
-            self._templated[(prefix, suffix)] = Route(path, methods, script, prefix, suffix)
+            self._templated[(prefix, suffix)] = Route(path, methods, script)
         else:
             self._exact[path] = Route(path, methods, script)
-
-    def paths(self) -> list[str]:
-        return [*self._exact, *(route.path for route in self._templated.values())]
 
     def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
         route = self._exact.get(path)
