@@ -10,6 +10,7 @@ or a replay drill may hold `now` still, and a cached total must still age."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 Key = tuple[str, str, int]  # scope, subject, window start (epoch seconds)
-NEVER = float("-inf")
+NEVER = -math.inf
 
 
 class Windowed(Protocol):
