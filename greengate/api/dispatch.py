@@ -89,7 +89,8 @@ class Scripts:
         return None
 
 
-def _client(scope: Scope) -> str:
+def client_address(scope: Scope) -> str:
+    """The address the request came from, as the server saw it."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
@@ -147,7 +148,7 @@ class Dispatch:
             scope.get("query_string", b""),
             dict(scope["headers"]),
             body,
-            _client(scope),
+            client_address(scope),
             path_params,
         )
         await send_answer(send, await route.script(rt, incoming))
@@ -162,5 +163,5 @@ async def incoming_of(request: Request) -> Incoming:
         request.scope.get("query_string", b""),
         dict(request.scope["headers"]),
         await request.body(),
-        request.client.host if request.client else "unknown",
+        client_address(request.scope),
     )

@@ -54,7 +54,6 @@ class Opened:
     id: int
     access_token: str
     payment_system: str | None
-    created: bool
     recorded: bool = False  # its answer was recorded with it (`open_payment`'s `record`)
 
 
@@ -86,9 +85,7 @@ async def open_payment(
         amount_caps.check(req.currency, req.amount, context["cap"], operation="payment", field="pg_amount")
     if req.order_id is not None:
         if context is None:
-            existing = await link.row(
-                payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
-            )
+            existing = await _open_order(link, merchant.id, req.order_id)
         else:
             existing = payments_store.open_order_of(context)
         if existing is not None:
@@ -145,16 +142,19 @@ async def open_payment(
     next_id = None if context is None else context.get("next_payment_id")
     recorded = None
     if next_id is not None and record is not None:
-        recorded = record(Opened(next_id, row["access_token"], row["payment_system"], True))
+        recorded = record(Opened(next_id, row["access_token"], row["payment_system"]))
     payment_id = await _insert_new(link, dict(row, id=next_id), recorded, expire_job=EXPIRE_JOB)
     if payment_id is None:  # a concurrent init of the order id was first
-        existing = await link.row(
-            payments_store.OPEN_ORDER, {"merchant_id": merchant.id, "order_id": req.order_id}
-        )
+        existing = await _open_order(link, merchant.id, req.order_id)
         if existing is None:
             raise Unavailable("a concurrent request conflicted; retry", code="internal_error")
         return _same_order(existing, merchant, req)
-    return Opened(payment_id, row["access_token"], row["payment_system"], True, recorded is not None)
+    return Opened(payment_id, row["access_token"], row["payment_system"], recorded is not None)
+
+
+async def _open_order(link: Link, merchant_id: int, order_id: str | None) -> Row | None:
+    """The open payment the merchant's order id has."""
+    return await link.row(payments_store.OPEN_ORDER, {"merchant_id": merchant_id, "order_id": order_id})
 
 
 async def init_payment(
@@ -235,7 +235,7 @@ def _same_order(existing: Mapping[str, Any], merchant: Merchant, req: NewPayment
             field="pg_order_id",
             code="order_id_conflict",
         )
-    return Opened(existing["id"], existing["access_token"], existing["payment_system"], created=False)
+    return Opened(existing["id"], existing["access_token"], existing["payment_system"])
 
 
 def lookup(payment_id: str | None, order_id: str | None) -> tuple[int | None, str | None]:
@@ -277,7 +277,7 @@ async def opened(link: Link, merchant_id: int, payment_id: int) -> Opened:
     row = await link.row(payments_store.OPENED, {"merchant_id": merchant_id, "payment_id": payment_id})
     if row is None:
         raise TransactionNotFound("transaction not found")
-    return Opened(row["id"], row["access_token"], row["payment_system"], created=False)
+    return Opened(row["id"], row["access_token"], row["payment_system"])
 
 
 def status_of(context: Row, payment_id: str | None, order_id: str | None) -> Row:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from greengate.api.dispatch import client_address
 from greengate.api.exchange.wire import dumps, error_body
 from greengate.clock import utcnow
 from greengate.domain.errors import Unavailable
@@ -39,11 +40,6 @@ CLIENTS_KEPT = 10_000
 
 def failure_rule(settings: Settings, scope: str) -> throttles.Rule:
     return throttles.Rule(scope, settings.auth_failures_per_address, settings.auth_failure_window_seconds)
-
-
-def client_address(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 class ExchangeLimits:

@@ -331,11 +331,10 @@ async def process(
             if writes is not None and context["stored_answer"] is not None:
                 return Outcome(_decode_answer(context["stored_answer"]), signing_secret, script)
             run = handler.run if isinstance(handler, OnLink) else handler
-            fields = [("pg_status", "ok"), *await run(tx, rt, call)]
+            answer = await run(tx, rt, call)
             if recording is not None and not recording.done:
-                script_name, digest, answer = recording.row(fields[1:])
-                await signed_requests.record(link, merchant.id, script_name, digest, answer, call.now)
-        return Outcome(fields, signing_secret, script)
+                await signed_requests.record(link, merchant.id, *recording.row(answer), call.now)
+        return Outcome([("pg_status", "ok"), *answer], signing_secret, script)
     except DomainError as exc:
         if _is_auth_failure(exc):
             await throttles.count_failure(rt.db, _failure_rule(rt), request.client, rt.clock())

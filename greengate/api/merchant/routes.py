@@ -12,7 +12,6 @@ from greengate.api.merchant.payment_params import parse_currency, parse_init, pa
 from greengate.api.merchant.protocol import (
     MerchantCall,
     OnLink,
-    handle,
     process,
     reads,
     request_fingerprint,
@@ -106,10 +105,6 @@ def _without_key(params: Params) -> bool:
 _init = OnLink(_init_on, _init_context, _without_key)
 
 
-async def init_payment_php(rt: Runtime, request: Incoming) -> Answer:
-    return await handle(rt, request, _init, writes="init_payment.php")
-
-
 async def payment_php(rt: Runtime, request: Incoming) -> Answer:
     """The payer's browser brings the signed parameters: create the payment and go to its page."""
     outcome = await process(rt, request, _init, writes="payment.php")
@@ -188,7 +183,7 @@ async def _ps_list(session: AsyncSession, rt: Runtime, call: MerchantCall) -> Pa
 
 def _php_scripts() -> dict[str, Script]:
     return {
-        "/init_payment.php": init_payment_php,
+        "/init_payment.php": writes(_init, "init_payment.php"),
         "/payment.php": payment_php,
         "/get_status.php": reads(_status),
         "/get_status2.php": reads(_status),
