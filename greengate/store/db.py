@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql import Executable
 
-from greengate.store.links import AsyncpgPool, Link, SqlAlchemyLink
+from greengate.store.batched import BatchedReads
+from greengate.store.links import AsyncpgPool, Link, Row, SqlAlchemyLink
 from greengate.store.write_lock import BUSY_TIMEOUT_MS, queue_writers, write_lock_of
 
 
@@ -155,6 +157,7 @@ class Database:
             if self.dialect == "postgresql"
             else None
         )
+        self._batched = None if self._driver_pool is None else BatchedReads(self._driver_pool)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -186,6 +189,14 @@ class Database:
         assert self._read_engine is not None
         async with self._read_engine.connect() as conn:
             yield SqlAlchemyLink(conn)
+
+    async def read_row(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
+        """The first row of a read of one statement, as `read_link` reads it; on PostgreSQL batched
+        with the same statement's reads of this turn of the event loop (`store.batched`)."""
+        if self._batched is not None:
+            return await self._batched.row(stmt, params)
+        async with self.read_link() as link:
+            return await link.row(stmt, params)
 
     async def dispose(self) -> None:
         if self._read_engine is not None:

@@ -172,14 +172,19 @@ class AsyncpgPool:
         return self._pool
 
     @asynccontextmanager
-    async def link(self, *, transaction: bool) -> AsyncIterator[Link]:
+    async def connection(self, *, transaction: bool) -> AsyncIterator[asyncpg.Connection]:
         pool = await self._get()
         async with pool.acquire() as conn:
             if transaction or self.pooled:
                 async with conn.transaction():
-                    yield AsyncpgLink(conn, self.statements)
+                    yield conn
             else:
-                yield AsyncpgLink(conn, self.statements)
+                yield conn
+
+    @asynccontextmanager
+    async def link(self, *, transaction: bool) -> AsyncIterator[Link]:
+        async with self.connection(transaction=transaction) as conn:
+            yield AsyncpgLink(conn, self.statements)
 
     async def close(self) -> None:
         if self._pool is not None:

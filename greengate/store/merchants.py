@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, FromClause, Select, bindparam, select
 from sqlalchemy.orm import make_transient_to_detached
 
 from greengate.store.db import table_of
-from greengate.store.links import Link, Row
+from greengate.store.links import Row
 from greengate.store.models import Merchant
 
 MERCHANTS = table_of(Merchant)
@@ -53,27 +53,17 @@ _MERCHANTS_READ: dict[int, tuple[tuple[Any, ...], Merchant]] = {}
 _MAX_MERCHANTS_KEPT = 4096
 
 
-async def read_merchant(
-    link: Link, merchant_id: int, statement: Select[Any] = MERCHANT, params: dict[str, Any] | None = None
-) -> tuple[Merchant, Row] | None:
-    """The merchant, handed over as a detached object (what the pipeline and its handlers read of it,
-    without a session's identity map and unit of work), and the statement's row; None when there is no
-    such merchant."""
-    row = await link.row(statement, {"merchant_id": merchant_id, **(params or {})})
-    if row is None:
-        return None
+def merchant_from(row: Row) -> Merchant:
+    """The merchant a `merchant_statement` row holds, handed over as a detached object (what the
+    pipeline and its handlers read of it, without a session's identity map and unit of work)."""
     values = tuple(row[label] for label in _LABELS)
+    merchant_id = row["merchant_id"]
     kept = _MERCHANTS_READ.get(merchant_id)
     if kept is not None and kept[0] == values:
-        return kept[1], row
+        return kept[1]
     merchant = Merchant(**dict(zip(_KEYS, values, strict=True)))
     make_transient_to_detached(merchant)
     if len(_MERCHANTS_READ) >= _MAX_MERCHANTS_KEPT:
         _MERCHANTS_READ.clear()
     _MERCHANTS_READ[merchant_id] = (values, merchant)
-    return merchant, row
-
-
-async def find_merchant(link: Link, merchant_id: int) -> Merchant | None:
-    found = await read_merchant(link, merchant_id)
-    return None if found is None else found[0]
+    return merchant

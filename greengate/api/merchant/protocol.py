@@ -54,7 +54,7 @@ from greengate.services import idempotency, throttles
 from greengate.services.merchants import payout_secret, secret_key
 from greengate.store import signed_requests
 from greengate.store.links import Link, Row, as_link
-from greengate.store.merchants import MERCHANT, find_merchant, read_merchant
+from greengate.store.merchants import MERCHANT, merchant_from
 from greengate.store.models import Merchant
 from greengate.store.signed_requests import MERCHANT_AND_ANSWER
 
@@ -96,22 +96,35 @@ Context = Callable[[Params, str], tuple[Select[Any], dict[str, Any]]]
 
 @dataclass(frozen=True)
 class OnLink:
-    """A script written in Core statements: it runs on a `Link`, at the driver's cost, where the others
-    run in an ORM session.
+    """A state-changing script written in Core statements: it runs on a `Link`, at the driver's cost,
+    where the others run in an ORM session.
 
     `context` gives, for the request's parameters and the database's dialect, the statement that reads
-    its merchant and what it needs besides (`store.merchants.merchant_statement`; a state-changing
-    script's joins `signed_requests.STORED_ANSWER`) and the values it binds; the row is the call's
-    `context`. It must not refuse anything: the parameters are checked after authentication.
+    its merchant and what it needs besides (`store.merchants.merchant_statement`, joining
+    `signed_requests.STORED_ANSWER`) and the values it binds; the row is the call's `context`. It must
+    not refuse anything: the parameters are checked after authentication.
 
-    `one_statement` says of a state-changing request that the script writes with one statement, which
-    records the answer too where it can (`Recording.done`): on PostgreSQL it then runs without BEGIN and
-    COMMIT. Two identical requests racing are told apart by the record's unique key; the loser gets the
+    `one_statement` says of a request that the script writes with one statement, which records the
+    answer too where it can (`Recording.done`): on PostgreSQL it then runs without BEGIN and COMMIT.
+    Two identical requests racing are told apart by the record's unique key; the loser gets the
     winner's answer."""
 
     run: Callable[[Link, Runtime, MerchantCall], Awaitable[Params]]
-    context: Context | None = None
+    context: Context
     one_statement: Callable[[Params], bool] | None = None
+
+
+@dataclass(frozen=True)
+class FromContext:
+    """A read answered from its context row alone: one statement reads the merchant and what the
+    answer needs (`Database.read_row`: on PostgreSQL, in one batch with the same reads of other
+    requests). `context` is as `OnLink`'s."""
+
+    answer: Callable[[MerchantCall], Params]
+    context: Context
+
+
+Work = Handler | OnLink | FromContext  # what a script runs
 
 
 @dataclass(frozen=True)
@@ -173,19 +186,23 @@ def _is_auth_failure(error: DomainError) -> bool:
     return isinstance(error, MerchantUnknown) or error.code == "signature_invalid"
 
 
+Read = Callable[[Select[Any], dict[str, Any]], Awaitable[Row | None]]
+
+
 async def _merchant(
-    link: Link, merchant_id: int | None, statement: Select[Any], values: dict[str, Any]
+    read: Read, merchant_id: int | None, statement: Select[Any], values: dict[str, Any]
 ) -> tuple[Merchant, Row]:
-    found = None if merchant_id is None else await read_merchant(link, merchant_id, statement, values)
-    if found is None or found[0].secret_key_enc is None:
+    row = None if merchant_id is None else await read(statement, {"merchant_id": merchant_id, **values})
+    merchant = None if row is None else merchant_from(row)
+    if merchant is None or row is None or merchant.secret_key_enc is None:
         raise MerchantUnknown("pg_merchant_id is missing or unknown")
-    return found
+    return merchant, row
 
 
 def _context(
-    handler: Handler | OnLink, params: Params, writes: str | None, dialect: str
+    handler: Work, params: Params, writes: str | None, dialect: str
 ) -> tuple[Select[Any], dict[str, Any]]:
-    if isinstance(handler, OnLink) and handler.context is not None:
+    if isinstance(handler, OnLink | FromContext):
         return handler.context(params, dialect)
     return (MERCHANT if writes is None else MERCHANT_AND_ANSWER), {}
 
@@ -210,8 +227,8 @@ async def _hinted_secret(rt: Runtime, request: Incoming, key_kind: KeyKind) -> s
     if merchant_id is None:
         return None
     try:
-        async with rt.db.read_link() as link:
-            merchant = await find_merchant(link, merchant_id)
+        row = await rt.db.read_row(MERCHANT, {"merchant_id": merchant_id})
+        merchant = None if row is None else merchant_from(row)
     except Exception:
         log.exception("merchant_api_hint_failed", path=request.path)
         return None
@@ -245,22 +262,20 @@ def _decode_answer(stored: str) -> Params:
 
 
 @asynccontextmanager
-async def _unit(
-    rt: Runtime, handler: Handler | OnLink, params: Params, writes: bool
-) -> AsyncIterator[tuple[Any, Link]]:
-    """Where a call runs: a link for a Core script (a read runs its statement on its own; on PostgreSQL
-    so does a write of one statement), else one ORM session's transaction; with the link its statements
-    run on."""
-    if isinstance(handler, OnLink) and not writes:
-        async with rt.db.read_link() as link:
-            yield link, link
+async def _unit(rt: Runtime, handler: Work, params: Params, writes: bool) -> AsyncIterator[tuple[Any, Read]]:
+    """Where a call runs, and how it reads its context: a read from its context alone reads that row
+    on its own; a Core script runs on a link (on PostgreSQL a write of one statement without a
+    transaction); any other script in one ORM session's transaction."""
+    if isinstance(handler, FromContext):
+        yield None, rt.db.read_row
     elif isinstance(handler, OnLink):
         one = handler.one_statement is not None and handler.one_statement(params)
         async with rt.db.link(transaction=not one) as link:
-            yield link, link
+            yield link, link.row
     else:
         async with rt.db.transaction() as session:
-            yield session, as_link(session)
+            link = as_link(session)
+            yield session, link.row
 
 
 def _authenticate(merchant: Merchant, params: Params, script: str, secret: str) -> str:
@@ -295,7 +310,7 @@ def _authenticate(merchant: Merchant, params: Params, script: str, secret: str) 
 async def process(
     rt: Runtime,
     request: Incoming,
-    handler: Handler | OnLink,
+    handler: Work,
     *,
     key_kind: KeyKind = "payment",
     writes: str | None = None,
@@ -322,18 +337,21 @@ async def process(
         if writes is not None:
             recording = Recording(writes, request_digest(params))
             values = {**values, "script": recording.script, "digest": recording.digest}
-        async with _unit(rt, handler, params, writes is not None) as (tx, link):
-            merchant, context = await _merchant(link, merchant_id, statement, values)
+        async with _unit(rt, handler, params, writes is not None) as (tx, read):
+            merchant, context = await _merchant(read, merchant_id, statement, values)
             signing_secret = _secret(rt, merchant, key_kind)
             script = _authenticate(merchant, params, script, signing_secret)
             structlog.contextvars.bind_contextvars(merchant_id=merchant.id)
             call = MerchantCall(merchant, params, script, rt.clock(), request, context, recording)
             if writes is not None and context["stored_answer"] is not None:
                 return Outcome(_decode_answer(context["stored_answer"]), signing_secret, script)
-            run = handler.run if isinstance(handler, OnLink) else handler
-            answer = await run(tx, rt, call)
+            if isinstance(handler, FromContext):
+                answer = handler.answer(call)
+            else:
+                run = handler.run if isinstance(handler, OnLink) else handler
+                answer = await run(tx, rt, call)
             if recording is not None and not recording.done:
-                await signed_requests.record(link, merchant.id, *recording.row(answer), call.now)
+                await signed_requests.record(tx, merchant.id, *recording.row(answer), call.now)
         return Outcome([("pg_status", "ok"), *answer], signing_secret, script)
     except DomainError as exc:
         if _is_auth_failure(exc):
@@ -362,7 +380,7 @@ async def process(
 async def handle(
     rt: Runtime,
     request: Incoming,
-    handler: Handler | OnLink,
+    handler: Work,
     *,
     key_kind: KeyKind = "payment",
     writes: str | None = None,
@@ -370,7 +388,7 @@ async def handle(
     return xml(await process(rt, request, handler, key_kind=key_kind, writes=writes))
 
 
-def reads(handler: Handler | OnLink, key_kind: KeyKind = "payment") -> Script:
+def reads(handler: Work, key_kind: KeyKind = "payment") -> Script:
     """A script that reads: it writes nothing, whatever the request."""
 
     async def script(rt: Runtime, request: Incoming) -> Answer:
@@ -379,7 +397,7 @@ def reads(handler: Handler | OnLink, key_kind: KeyKind = "payment") -> Script:
     return script
 
 
-def writes(handler: Handler | OnLink, name: str, key_kind: KeyKind = "payment") -> Script:
+def writes(handler: Work, name: str, key_kind: KeyKind = "payment") -> Script:
     """A state-changing script, its applied requests recorded under `name`."""
 
     async def script(rt: Runtime, request: Incoming) -> Answer:

@@ -10,6 +10,7 @@ from greengate.api.dispatch import Answer, Incoming, Script, Scripts
 from greengate.api.merchant import card_storage, operations, payouts
 from greengate.api.merchant.payment_params import parse_currency, parse_init, parse_money, read_text
 from greengate.api.merchant.protocol import (
+    FromContext,
     MerchantCall,
     OnLink,
     process,
@@ -118,7 +119,7 @@ def _status_context(params: Params, dialect: str) -> tuple[Any, dict[str, Any]]:
         return status_context(None, None)  # refused after authentication
 
 
-async def _status_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
+def _status_on(call: MerchantCall) -> Params:
     """get_status.php and get_status2.php: read with the merchant, in one statement."""
     params = call.params
     return status_fields(
@@ -126,7 +127,7 @@ async def _status_on(link: Link, rt: Runtime, call: MerchantCall) -> Params:
     )
 
 
-_status = OnLink(_status_on, _status_context)
+_status = FromContext(_status_on, _status_context)
 
 
 async def _payment_named(session: AsyncSession, call: MerchantCall, *, lock: bool = False) -> Payment:
