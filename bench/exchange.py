@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.sqlite:
             read = run.pgbench("read", clients, {})
+            # The absolute p99 target holds at full load already; the half-load rows only report.
             rows = [
-                Comparison(create, write, 0.0, SQLITE_CREATE_RPS, SQLITE_P99_MS),
-                Comparison(check, read, 0.0),
+                Comparison(create, write, 0.0, SQLITE_CREATE_RPS, SQLITE_P99_MS, half_max_p99_ms=None),
+                Comparison(check, read, 0.0, half_max_p99_ms=None),
             ]
         else:
             max_id = int(run.fetchval("SELECT coalesce(max(id), 1) FROM bench_orders"))

@@ -53,6 +53,10 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 SETTLE_TIMEOUT = 20.0
 PRIME_SECONDS = 3.0  # unrecorded write load before a measured write phase
+# The half-load phase after each measured one: open loop at half the rate just measured.
+HALF_WARMUP = 0.5  # unrecorded seconds at its start, while the closed loop's last requests drain
+HALF_GRACE = 2.0  # how long its last scheduled requests may take to answer after its window
+HALF_LOAD_P99_MS = 25.0  # the requirement: p99 under 25 ms at half of the target load
 CLI_TIMEOUT = 120.0
 ERROR_SAMPLES = 5
 
@@ -73,6 +77,8 @@ class LoadResult:
     unfinished: int = 0  # requests still waiting for an answer when the window closed
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used during the window
     cpu_window: float = 0.0  # wall seconds the CPU figures cover
+    offered: float = 0.0  # open loop: requests a second scheduled; 0 in a closed loop
+    queued: int = 0  # open loop: requests whose time came while every connection was busy
 
 
 @dataclass
@@ -93,6 +99,9 @@ class PhaseSummary:
     unfinished: int = 0
     cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
     cores_busy: dict[str, float] = field(default_factory=dict)
+    offered_rps: float = 0.0  # open loop only
+    queued: int = 0  # open loop only
+    half: PhaseSummary | None = None  # the open-loop phase at half this one's rate, if it ran
 
 
 @dataclass
@@ -121,6 +130,7 @@ class Comparison:
     target: float
     min_rps: float = 0.0
     max_p99_ms: float | None = None
+    half_max_p99_ms: float | None = HALF_LOAD_P99_MS  # of the half-load phase; None: report only
 
     def met(self) -> bool:
         return (
@@ -137,6 +147,14 @@ class Comparison:
             parts.append(f"p99<{self.max_p99_ms:.0f}")
         return " ".join(parts) or "-"
 
+    def half_met(self) -> bool | None:
+        """Whether the half-load phase answered every request it sent in time with its p99 under the
+        target; None without a target or without the phase."""
+        half = self.http.half
+        if half is None or self.half_max_p99_ms is None:
+            return None
+        return half.requests > 0 and half.unfinished == 0 and half.p99_ms < self.half_max_p99_ms
+
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
@@ -147,6 +165,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def summarize(name: str, parts: list[LoadResult], flag_label: str = "") -> PhaseSummary:
+    """One phase's figures over the load processes' parts. In an open loop every part's window is the
+    whole schedule, so the rate is the answered requests over it."""
     latencies = sorted(x for p in parts for x in p.latencies)
     seconds = max((p.window for p in parts), default=0.0)
     samples = [s for p in parts for s in p.error_samples][:ERROR_SAMPLES]
@@ -174,6 +194,8 @@ def summarize(name: str, parts: list[LoadResult], flag_label: str = "") -> Phase
         unfinished=sum(p.unfinished for p in parts),
         cpu_ms_per_request={k: round(v * 1000 / n, 3) for k, v in cpu.items()} if n else {},
         cores_busy={k: round(v / window, 2) for k, v in cpu.items()} if window > 0 else {},
+        offered_rps=round(sum(p.offered for p in parts), 1),
+        queued=sum(p.queued for p in parts),
     )
 
 
@@ -475,7 +497,15 @@ class HttpConnection(asyncio.Protocol):
 
 
 class LoadRun:
-    """Keep-alive connections each sending one request at a time until the window or the count ends."""
+    """Keep-alive connections each sending one request at a time, in phases over the same connections.
+
+    The measured phase is a closed loop: a connection sends its next request as soon as it has the
+    answer, until the window or the count ends. Then, unless `half_duration` is 0, the half-load phase
+    is an open loop at half the rate just measured: requests are due on a fixed schedule whatever the
+    answers, a free connection takes the next one due, and its latency counts from when it was due —
+    so a request that waits for a connection (all busy) carries that wait, as a user's request would.
+    At half the rate the connections saturate at, they are rarely all busy: `queued` counts the times.
+    """
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.host: str = spec["host"]
@@ -484,17 +514,21 @@ class LoadRun:
         self.connections: int = spec["connections"]
         self.warmup: float = spec["warmup"]
         self.duration: float = spec["duration"]
+        self.half_duration: float = spec.get("half_duration", 0.0)
         self.max_requests: int = spec["max_requests"]
         self.server_pid: int | None = spec.get("server_pid")
         self.database: str | None = spec.get("database")
         self.pooler_pid: int | None = spec.get("pooler_pid")
         self.rng = random.Random(spec.get("seed"))
+        self.idle: list[HttpConnection] = []  # open, nothing in flight: kept for the next phase
         self.result = LoadResult()
         self.warm_end = 0.0
         self.end = 0.0
         self.last_done = 0.0
         self.stop = False
         self.client_cpu_start = 0.0
+        self.interval = 0.0  # open loop: seconds between due times; 0 for a closed loop
+        self.next_due = 0.0  # open loop: when the next request nobody has taken yet is due
 
     def failure(self, what: str) -> None:
         self.result.errors += 1
@@ -517,14 +551,27 @@ class LoadRun:
         )
         return conn
 
+    async def due(self) -> float:
+        """Open loop: take the next request due and wait for its time; the time it was due. Taken once
+        due already, it waited for this connection to be free."""
+        due, self.next_due = self.next_due, self.next_due + self.interval
+        if due >= self.end:
+            return due
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif due >= self.warm_end:
+            self.result.queued += 1
+        return due
+
     async def connection(self) -> None:
-        conn: HttpConnection | None = None
+        conn = self.idle.pop() if self.idle else None
         try:
             while not self.stop:
                 if conn is None:
                     conn = await self.connect()
                 payload = self.workload.request(self.rng, self.host, self.port)
-                started = time.perf_counter()
+                started = await self.due() if self.interval else time.perf_counter()
                 if started >= self.end:
                     break
                 keep = False
@@ -536,7 +583,8 @@ class LoadRun:
                 else:
                     ok = self.accept(status, body)
                 done = time.perf_counter()
-                if started >= self.warm_end and done <= self.end:
+                # Open loop: every request due in the window counts, however late its answer.
+                if started >= self.warm_end and (done <= self.end or self.interval):
                     if ok:
                         self.result.latencies.append(done - started)
                         self.last_done = max(self.last_done, done)
@@ -547,10 +595,13 @@ class LoadRun:
                 if not keep:
                     conn.close()
                     conn = None
+            if conn is not None:
+                self.idle.append(conn)
+                conn = None
         except (TimeoutError, OSError) as exc:
             self.failure(f"connect: {type(exc).__name__}: {exc}")
         finally:
-            if conn is not None:
+            if conn is not None:  # a request still in flight (cancelled): its answer would follow
                 conn.close()
 
     async def track_cpu(self, tracker: CpuTracker) -> None:
@@ -561,19 +612,41 @@ class LoadRun:
             await asyncio.to_thread(tracker.sample)
             await asyncio.sleep(CPU_SAMPLE_SECONDS)
 
-    async def run(self) -> LoadResult:
-        # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
-        self.warm_end = time.perf_counter() + self.warmup
-        self.end = self.warm_end + self.duration
+    async def run(self) -> tuple[LoadResult, LoadResult | None]:
+        """The measured phase, then the half-load phase (None when it does not run)."""
         problem = self.workload.problem()
         if problem is not None:
             self.failure(problem)
-            return self.result
+            return self.result, None
+        try:
+            measured = await self.phase(self.warmup, self.duration)
+            half = None
+            if self.half_duration > 0 and measured.window > 0:
+                rate = len(measured.latencies) / measured.window / 2
+                half = await self.phase(HALF_WARMUP, self.half_duration, rate)
+            return measured, half
+        finally:
+            for conn in self.idle:
+                conn.close()
+
+    async def phase(self, warmup: float, duration: float, rate: float = 0.0) -> LoadResult:
+        """One phase over the connections: a closed loop, or with `rate` an open loop at that many
+        requests a second."""
+        self.result = LoadResult(offered=round(rate, 1))
+        self.stop = False
+        self.last_done = 0.0
+        # perf_counter, not loop.time(): uvloop's clock has millisecond resolution.
+        self.next_due = time.perf_counter()
+        self.warm_end = self.next_due + warmup
+        self.end = self.warm_end + duration
+        self.interval = 1 / rate if rate else 0.0
         tasks = [asyncio.create_task(self.connection()) for _ in range(self.connections)]
         tracker = CpuTracker(self.server_pid, self.database, self.pooler_pid)
         sampler = asyncio.create_task(self.track_cpu(tracker))
-        # A request still running when the window closes could not be counted anyway: cancel it.
-        _, pending = await asyncio.wait(tasks, timeout=self.end - time.perf_counter() + 0.05)
+        # Closed loop: a request still running when the window closes could not be counted anyway.
+        # Open loop: the last ones due get HALF_GRACE to answer. Then what is left is cancelled.
+        grace = HALF_GRACE if rate else 0.05
+        _, pending = await asyncio.wait(tasks, timeout=self.end - time.perf_counter() + grace)
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         if tracker.first is not None:
@@ -586,12 +659,14 @@ class LoadRun:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.last_done > self.warm_end:
+        if rate and self.result.latencies:
+            self.result.window = duration
+        elif self.last_done > self.warm_end:
             self.result.window = self.last_done - self.warm_end
         return self.result
 
 
-def load_process(spec: dict[str, Any]) -> LoadResult:
+def load_process(spec: dict[str, Any]) -> tuple[LoadResult, LoadResult | None]:
     """Entry point of a load-generator process."""
     try:
         import uvloop
@@ -808,10 +883,16 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b > 0 else 0.0
 
 
+def http_phases(rows: list[Comparison]) -> list[PhaseSummary]:
+    """Every HTTP phase of the rows: each measured one, followed by its half-load phase if it ran."""
+    return [phase for row in rows for phase in (row.http, row.http.half) if phase is not None]
+
+
 def report(rows: list[Comparison]) -> list[dict[str, Any]]:
-    """Print the table, the phase details and the CPU table; return the verdict per endpoint."""
-    width = max(8, *(len(row.http.name) for row in rows))
-    verdicts = []
+    """Print the table, the phase details and the CPU table; return the verdict per endpoint (a
+    half-load phase is an endpoint of its own, "<name> @half")."""
+    width = max(8, *(len(phase.name) for phase in http_phases(rows)))
+    verdicts: list[dict[str, Any]] = []
     print()
     print(
         f"{'endpoint':<{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} | "
@@ -838,24 +919,49 @@ def report(rows: list[Comparison]) -> list[dict[str, Any]]:
             f"{pg_phase.p50_ms:>8.2f} {pg_phase.p99_ms:>8.2f} | {r:>6.3f} {row.target_text():>22}  "
             f"{'yes' if met else 'NO'}"
         )
+        half = http_phase.half
+        if half is None:
+            continue
+        # The baseline columns hold the rate the open loop offered (half the measured req/s).
+        half_met = row.half_met()
+        verdicts.append(
+            {
+                "endpoint": half.name,
+                "offered_rps": half.offered_rps,
+                "rps": half.rps,
+                "p99_ms": half.p99_ms,
+                "max_p99_ms": row.half_max_p99_ms,
+                "met": half_met,
+            }
+        )
+        target = "-" if row.half_max_p99_ms is None else f"p99<{row.half_max_p99_ms:.0f}"
+        print(
+            f"{half.name:<{width}} {half.rps:>9.1f} {half.p50_ms:>8.2f} {half.p99_ms:>8.2f} "
+            f"{half.errors:>7} | {'offered':<10} {half.offered_rps:>9.1f} {'':>8} {'':>8} | {'':>6} "
+            f"{target:>22}  {'-' if half_met is None else 'yes' if half_met else 'NO'}"
+        )
     print()
     for row in rows:
-        phase = row.http
-        extra = f", {phase.flagged} {phase.flag_label}" if phase.flagged else ""
-        print(
-            f"{phase.name}: {phase.requests} requests in {phase.seconds:.2f}s "
-            f"(mean {phase.mean_ms:.2f} ms, max {phase.max_ms:.2f} ms, {phase.warmup_requests} warm-up, "
-            f"{phase.unfinished} unanswered at the end){extra}"
-        )
-        for sample in phase.error_samples:
-            print(f"  error: {sample}")
+        for phase in (row.http, row.http.half):
+            if phase is None:
+                continue
+            extra = f", {phase.flagged} {phase.flag_label}" if phase.flagged else ""
+            if phase.offered_rps:
+                extra += f"; {phase.offered_rps:.1f}/s offered, {phase.queued} waited for a connection"
+            print(
+                f"{phase.name}: {phase.requests} requests in {phase.seconds:.2f}s "
+                f"(mean {phase.mean_ms:.2f} ms, max {phase.max_ms:.2f} ms, {phase.warmup_requests} warm-up, "
+                f"{phase.unfinished} unanswered at the end){extra}"
+            )
+            for sample in phase.error_samples:
+                print(f"  error: {sample}")
     for row in rows:
         pgb = row.pgbench
         print(
             f"baseline {pgb.script}: {pgb.transactions} transactions, {pgb.failed} failed, "
             f"{pgb.clients} clients, {pgb.threads} threads"
         )
-    items: list[tuple[str, PhaseSummary | PgbenchSummary]] = [(row.http.name, row.http) for row in rows]
+    items: list[tuple[str, PhaseSummary | PgbenchSummary]] = [(p.name, p) for p in http_phases(rows)]
     items += [(f"baseline {row.pgbench.script}", row.pgbench) for row in rows]
     if any(item.cores_busy for _, item in items):
         groups = ("server", "postgres", "client", "other")
@@ -973,6 +1079,13 @@ def arg_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=int, default=10, help="measured seconds per phase (default 10)")
     p.add_argument("--concurrency", type=int, default=32, help="HTTP connections and pgbench clients")
     p.add_argument("--warmup", type=float, default=1.5, help="unrecorded seconds before each phase")
+    p.add_argument(
+        "--half-duration",
+        type=float,
+        default=5.0,
+        help="measured seconds of the half-load (open-loop) phase after each HTTP phase (default 5)",
+    )
+    p.add_argument("--no-half", action="store_true", help="skip the half-load phases")
     p.add_argument("--max-requests", type=int, default=200_000, help="recorded requests per phase, at most")
     p.add_argument("--server-workers", type=int, default=2, help="greengate serve --workers")
     p.add_argument("--client-processes", type=int, default=1, help="load-generator processes")
@@ -999,6 +1112,8 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
         p.error("--duration must be between 1 and 60 seconds")
     if not 0 <= args.warmup <= 10:
         p.error("--warmup must be between 0 and 10 seconds")
+    if not 1 <= args.half_duration <= 60:
+        p.error("--half-duration must be between 1 and 60 seconds")
     if not 1 <= args.concurrency <= 512:
         p.error("--concurrency must be between 1 and 512")
     if not 1 <= args.client_processes <= min(8, args.concurrency):
@@ -1013,8 +1128,8 @@ def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 
 COMMON_CONFIG = (
-    "duration", "warmup", "concurrency", "server_workers", "client_processes", "max_requests", "sqlite",
-    "pgbouncer",
+    "duration", "warmup", "half_duration", "no_half", "concurrency", "server_workers", "client_processes",
+    "max_requests", "sqlite", "pgbouncer",
 )  # fmt: skip
 
 
@@ -1187,7 +1302,8 @@ class BenchRun:
         print(
             f"server pid {self.server.pid} on 127.0.0.1:{self.port} ({self.args.server_workers} workers); "
             f"load: {self.args.concurrency} connections, {self.args.warmup}s warm-up + "
-            f"{self.args.duration}s per phase",
+            f"{self.args.duration}s per phase"
+            + ("" if self.args.no_half else f", then {self.args.half_duration:g}s at half load"),
             flush=True,
         )
 
@@ -1199,11 +1315,15 @@ class BenchRun:
         """An unrecorded run of a write workload, then ANALYZE (`settle`): the measured phase then runs
         on tables that hold rows and statistics of them, as on a server that has been taking requests.
         Without it a server whose autovacuum is off keeps the plans it made for empty tables."""
-        self.load(workload, duration=seconds, label="priming ")
+        self.load(workload, duration=seconds, half=False, label="priming ")
         self.settle(after=f"priming {workload.name}")
 
-    def load(self, workload: Workload, *, duration: float | None = None, label: str = "") -> PhaseSummary:
-        """One HTTP phase: the connections spread over the load processes, each with its own seed."""
+    def load(
+        self, workload: Workload, *, duration: float | None = None, half: bool = True, label: str = ""
+    ) -> PhaseSummary:
+        """One HTTP phase: the connections spread over the load processes, each with its own seed; then,
+        with `half` and unless --no-half, the half-load phase over the same connections (its summary is
+        the phase's `half`). Each process offers half of what it measured: together, half the total."""
         assert self.server is not None, "start_server() first"
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
@@ -1219,6 +1339,7 @@ class BenchRun:
                 "connections": n,
                 "warmup": self.args.warmup,
                 "duration": float(self.args.duration if duration is None else duration),
+                "half_duration": self.args.half_duration if half and not self.args.no_half else 0.0,
                 "max_requests": max(1, self.args.max_requests // procs),
                 "server_pid": self.server.pid,
                 "database": self.database,
@@ -1230,8 +1351,18 @@ class BenchRun:
         ]
         futures = [self._pool.submit(load_process, spec) for spec in specs]
         timeout = self.args.warmup + specs[0]["duration"] + REQUEST_TIMEOUT + 60
-        summary = summarize(workload.name, [f.result(timeout=timeout) for f in futures], workload.flag_label)
+        timeout += HALF_WARMUP + specs[0]["half_duration"] + HALF_GRACE
+        parts = [f.result(timeout=timeout) for f in futures]
+        summary = summarize(workload.name, [measured for measured, _ in parts], workload.flag_label)
         print(f"{label}{summary.name}: {summary.rps:.1f} req/s, {summary.errors} errors", flush=True)
+        halves = [half for _, half in parts if half is not None]
+        if halves:
+            summary.half = summarize(f"{workload.name} @half", halves, workload.flag_label)
+            print(
+                f"{summary.half.name}: {summary.half.rps:.1f} req/s of {summary.half.offered_rps:.1f} "
+                f"offered, p99 {summary.half.p99_ms:.2f} ms, {summary.half.errors} errors",
+                flush=True,
+            )
         return summary
 
     def settle(self, after: str) -> None:
@@ -1304,12 +1435,15 @@ class BenchRun:
                 "pgbench_clients": clients,
                 **config,
             },
-            "http": {row.http.name: asdict(row.http) for row in rows},
+            "http": {
+                phase.name: {k: v for k, v in asdict(phase).items() if k != "half"}
+                for phase in http_phases(rows)
+            },
             "pgbench": {row.pgbench.script: asdict(row.pgbench) for row in rows},
             "targets": verdicts,
         }
         out.write_text(json.dumps(document, indent=2) + "\n")
         elapsed = time.monotonic() - self.started
         print(f"\nresults: {out.relative_to(BENCH_DIR.parent)}  ({elapsed:.0f}s in all)")
-        failed = any(row.http.errors or row.pgbench.failed for row in rows)
+        failed = any(phase.errors for phase in http_phases(rows)) or any(row.pgbench.failed for row in rows)
         return 1 if failed else 0

@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         write = run.pgbench("write", clients, {"merchant_id": merchant_id})
         if args.sqlite:
             read = run.pgbench("read", clients, {})
+            # The absolute p99 target holds at full load already; the half-load rows only report.
             rows = [
-                Comparison(init, write, 0.0, SQLITE_INIT_RPS, SQLITE_P99_MS),
-                Comparison(status, read, 0.0),
+                Comparison(init, write, 0.0, SQLITE_INIT_RPS, SQLITE_P99_MS, half_max_p99_ms=None),
+                Comparison(status, read, 0.0, half_max_p99_ms=None),
             ]
         else:
             max_id = int(run.fetchval("SELECT coalesce(max(id), 1) FROM bench_payments"))
