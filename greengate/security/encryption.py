@@ -11,13 +11,14 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _VERSION = "v1"
+_MAX_KEPT = 4096  # plaintexts `decrypt_kept` holds at most
 
 
 class DecryptionError(Exception):
@@ -27,6 +28,7 @@ class DecryptionError(Exception):
 @dataclass(frozen=True)
 class Keyring:
     keys: tuple[tuple[str, bytes], ...]
+    kept: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, spec: str) -> Keyring:
@@ -94,6 +96,17 @@ class Keyring:
             return AESGCM(key).decrypt(raw[:12], raw[12:], associated.encode()).decode()
         except InvalidTag:
             raise DecryptionError("ciphertext does not decrypt with its key") from None
+
+    def decrypt_kept(self, token: str, associated: str) -> str:
+        """`decrypt`, keeping the plaintext for the next call: for the merchants' signing secrets, which
+        every request of theirs needs twice (its signature, its answer's). Never for card numbers."""
+        found = self.kept.get((token, associated))
+        if found is None:
+            found = self.decrypt(token, associated)
+            if len(self.kept) >= _MAX_KEPT:
+                self.kept.clear()
+            self.kept[(token, associated)] = found
+        return found
 
     def needs_rotation(self, token: str) -> bool:
         return key_id_of(token) != self.primary

@@ -144,12 +144,12 @@ def webhook_secret(keyring: Keyring, merchant: Merchant) -> str | None:
 
 def secret_key(keyring: Keyring, merchant: Merchant) -> str:
     assert merchant.secret_key_enc is not None
-    return keyring.decrypt(merchant.secret_key_enc, column_aad(merchant.id, "secret_key"))
+    return keyring.decrypt_kept(merchant.secret_key_enc, column_aad(merchant.id, "secret_key"))
 
 
 def payout_secret(keyring: Keyring, merchant: Merchant) -> str:
     assert merchant.payout_secret_enc is not None
-    return keyring.decrypt(merchant.payout_secret_enc, column_aad(merchant.id, "payout_secret"))
+    return keyring.decrypt_kept(merchant.payout_secret_enc, column_aad(merchant.id, "payout_secret"))
 
 
 async def set_request_limit(

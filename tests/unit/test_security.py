@@ -30,6 +30,18 @@ def test_old_key_still_decrypts_after_rotation() -> None:
     assert not rotated.needs_rotation(rotated.encrypt("secret", "r"))
 
 
+def test_a_kept_plaintext_is_only_given_for_its_own_ciphertext_record_and_keyring() -> None:
+    ring = Keyring.parse(new_key_spec("k1"))
+    token = ring.encrypt("merchant secret", "merchant:1:secret_key")
+
+    assert ring.decrypt_kept(token, "merchant:1:secret_key") == "merchant secret"
+    assert ring.decrypt_kept(token, "merchant:1:secret_key") == "merchant secret"
+    with pytest.raises(DecryptionError):  # another record's associated data
+        ring.decrypt_kept(token, "merchant:2:secret_key")
+    with pytest.raises(DecryptionError):  # the same key id, another key: nothing kept is shared
+        Keyring.parse(new_key_spec("k1")).decrypt_kept(token, "merchant:1:secret_key")
+
+
 def test_unknown_key_id_is_an_error() -> None:
     token = Keyring.parse(new_key_spec("k1")).encrypt("x", "r")
     with pytest.raises(DecryptionError):

@@ -84,8 +84,10 @@ def parse_message(
     query_string: bytes, body: bytes, content_type: str, *, max_params: int = MAX_PARAMS
 ) -> Params:
     """The parameters of a request whose body is in: the pure part of ``read_params``."""
-    query = _decode_utf8(query_string, "query string")
-    params = _expand_pg_xml(parse_query(query, max_params=max_params), max_params)
+    params: Params = []
+    if query_string:
+        query = _decode_utf8(query_string, "query string")
+        params = _expand_pg_xml(parse_query(query, max_params=max_params), max_params)
     # A body of nothing but whitespace carries no parameters in any of the formats.
     if body.strip():
         params = params + _parse_body(body, content_type, max_params)
