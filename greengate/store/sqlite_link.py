@@ -234,27 +234,39 @@ class SqliteFile:
 
     def __init__(self, url: str, dialect: Dialect, write_lock: WriteLock, pragmas: Sequence[str]) -> None:
         args, kwargs = dialect.create_connect_args(make_url(url))
-        self.connect = partial(sqlite3.connect, *args, **{**kwargs, "isolation_level": None})
+        # Waits for other processes are asyncio sleeps (`_retry_busy`), not the busy handler's.
+        options = {**kwargs, "isolation_level": None, "timeout": 0}
+        self.connect = partial(sqlite3.connect, *args, **options)
         self.statements = SqliteStatements(dialect)
         self.write_lock = write_lock
         self.pragmas = pragmas
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._connections: dict[str, sqlite3.Connection] = {}
         self._committer: ThreadPoolExecutor | None = None
 
-    def _connect(self) -> sqlite3.Connection:
+    async def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection = self.connect()
-        for pragma in self.pragmas:
-            conn.execute(pragma)
-        # Waits for other processes are asyncio sleeps (`_retry_busy`), not the busy handler's.
-        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            for pragma in self.pragmas:
+                await _retry_busy(lambda p=pragma: conn.execute(p))  # type: ignore[misc]
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    async def _connection(self, role: str) -> sqlite3.Connection:
+        """The writers' or the readers' connection, opened at first use."""
+        conn = self._connections.get(role)
+        if conn is None:
+            conn = await self._connect()
+            if role in self._connections:  # another task opened it meanwhile
+                conn.close()
+            else:
+                self._connections[role] = conn
+        return self._connections[role]
 
     @asynccontextmanager
     async def link(self) -> AsyncIterator[Link]:
-        if self._writer is None:
-            self._writer = self._connect()
-        link = SqliteLink(self, self._writer, writes=True)
+        link = SqliteLink(self, await self._connection("writer"), writes=True)
         try:
             yield link
         except BaseException:
@@ -264,9 +276,7 @@ class SqliteFile:
 
     @asynccontextmanager
     async def read_link(self) -> AsyncIterator[Link]:
-        if self._reader is None:
-            self._reader = self._connect()
-        yield SqliteLink(self, self._reader, writes=False)
+        yield SqliteLink(self, await self._connection("reader"), writes=False)
 
     def commit(self, conn: sqlite3.Connection) -> asyncio.Future[None]:
         if self._committer is None:
@@ -280,7 +290,6 @@ class SqliteFile:
         if self._committer is not None:
             self._committer.shutdown(wait=True)
             self._committer = None
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                conn.close()
-        self._writer = self._reader = None
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
