@@ -46,17 +46,16 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 async def _retry_busy(run: Callable[[], Any]) -> Any:
     """`run()`, tried again after a sleep while another process holds the lock it needs, for as long
     as SQLite's busy timeout would; then its "database is locked" is raised."""
-    waited = 0
-    for n in range(1_000_000):
+    waited = tries = 0
+    while True:
         try:
             return run()
         except sqlite3.OperationalError as exc:
             if not _busy(exc) or waited >= BUSY_TIMEOUT_MS:
                 raise
-        delay = min(_BACKOFF_MS[min(n, len(_BACKOFF_MS) - 1)], BUSY_TIMEOUT_MS - waited)
+        delay = min(_BACKOFF_MS[min(tries, len(_BACKOFF_MS) - 1)], BUSY_TIMEOUT_MS - waited)
         await asyncio.sleep(delay / 1000)
-        waited += delay
-    raise AssertionError("unreachable")
+        waited, tries = waited + delay, tries + 1
 
 
 class _Compiled:
@@ -116,7 +115,9 @@ class _Compiled:
             return []
         keys = self.keys
         if keys is None or len(keys) != len(cursor.description):
-            keys = tuple(d[0] for d in cursor.description)  # a text() statement's own columns
+            # A text() statement's own columns, untyped: read as the driver gives them.
+            keys = tuple(d[0] for d in cursor.description)
+            return [dict(zip(keys, row, strict=True)) for row in found]
         if not self.results:
             return [dict(zip(keys, row, strict=True)) for row in found]
         out: list[Row] = []
@@ -186,9 +187,8 @@ class SqliteLink:
         try:
             yield self
         except BaseException:
-            if self.began:
-                self.conn.execute(f"ROLLBACK TO {name}")
-                self.conn.execute(f"RELEASE {name}")
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
             raise
         self.conn.execute(f"RELEASE {name}")
 
