@@ -22,7 +22,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Executable
 
 from greengate.store.batched import BatchedReads
-from greengate.store.links import AsyncpgPool, Link, Row, SqlAlchemyLink
+from greengate.store.links import AsyncpgPool, Link, Row
+from greengate.store.sqlite_link import SqliteFile
 from greengate.store.write_lock import BUSY_TIMEOUT_MS, queue_writers, write_lock_of
 
 
@@ -63,17 +64,13 @@ def pooler_connect_args(pooler: str) -> dict[str, Any]:
     }
 
 
-def create_engine(
-    url: str, *, pool_size: int = 20, pooler: str = "none", reads_only: bool = False
-) -> AsyncEngine:
-    """The engine for `url`. `reads_only` (SQLite): connections that run each statement on its own,
-    outside the writers' queue, for reads of one statement."""
+def create_engine(url: str, *, pool_size: int = 20, pooler: str = "none") -> AsyncEngine:
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:" and not database.startswith("file:"):
             create_private_file(Path(database))
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
-        _configure_sqlite(engine, writes=not reads_only)
+        _configure_sqlite(engine)
         return engine
     # No overflow: an overflow connection is closed as soon as it is returned, so under load each burst
     # would start a PostgreSQL backend, authenticate it and re-prepare every statement on it.
@@ -87,25 +84,26 @@ def create_engine(
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, *, writes: bool) -> None:
+# Every connection's settings. An acknowledged write must survive a power cut: FULL syncs the WAL at
+# every commit.
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (the driver's implicit BEGIN is DEFERRED).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # An acknowledged write must survive a power cut: FULL syncs the WAL at every commit.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
     # SQLite has one writer: taking the write lock at BEGIN serialises read-modify-write transactions
     # the way row locks do on PostgreSQL, and avoids deadlock-prone lock upgrades. The process's own
-    # transactions queue for it on an asyncio lock rather than in SQLite's sleeping busy handler. A
-    # reads-only engine begins nothing: each statement reads the last commit on its own.
-    if writes:
-        queue_writers(engine)
+    # transactions queue for it on an asyncio lock rather than in SQLite's sleeping busy handler.
+    queue_writers(engine)
 
 
 def table_of(model: type[DeclarativeBase]) -> Table:
@@ -149,8 +147,10 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.dialect = self.engine.dialect.name
         self.write_lock = write_lock_of(self.engine)
-        self._read_engine = (
-            create_engine(url, pool_size=pool_size, reads_only=True) if self.dialect == "sqlite" else None
+        self._file = (
+            SqliteFile(url, self.engine.dialect, self.write_lock, SQLITE_PRAGMAS)
+            if self.write_lock is not None
+            else None
         )
         self._driver_pool = (
             AsyncpgPool(url, self.engine.dialect, pool_size, pooled=pooler == PGBOUNCER)
@@ -175,8 +175,9 @@ class Database:
             async with self._driver_pool.link(transaction=transaction) as link:
                 yield link
             return
-        async with self.engine.begin() as conn:
-            yield SqlAlchemyLink(conn)
+        assert self._file is not None
+        async with self._file.link() as link:
+            yield link
 
     @asynccontextmanager
     async def read_link(self) -> AsyncIterator[Link]:
@@ -186,9 +187,9 @@ class Database:
             async with self._driver_pool.link(transaction=False) as link:
                 yield link
             return
-        assert self._read_engine is not None
-        async with self._read_engine.connect() as conn:
-            yield SqlAlchemyLink(conn)
+        assert self._file is not None
+        async with self._file.read_link() as link:
+            yield link
 
     async def read_row(self, stmt: Executable, params: Mapping[str, Any]) -> Row | None:
         """The first row of a read of one statement, as `read_link` reads it; on PostgreSQL batched
@@ -199,8 +200,8 @@ class Database:
             return await link.row(stmt, params)
 
     async def dispose(self) -> None:
-        if self._read_engine is not None:
-            await self._read_engine.dispose()
+        if self._file is not None:
+            await self._file.close()
         if self._driver_pool is not None:
             await self._driver_pool.close()
         await self.engine.dispose()

@@ -3,8 +3,8 @@
 A `Link` runs SQLAlchemy Core statements and hands back rows as mappings. On PostgreSQL it is an
 asyncpg connection from a pool of the database's own: each statement is compiled once to its `$n`
 form and sent as a prepared statement, without SQLAlchemy's per-execution work (about three times the
-driver's own cost per statement). On SQLite, and over an ORM session, the same statements go through
-SQLAlchemy, so every use case is written once for both databases.
+driver's own cost per statement). On SQLite it is `sqlite_link.SqliteLink`, the same over sqlite3. Over
+an ORM session the statements go through SQLAlchemy. Every use case is written once for both databases.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Link(Protocol):
 
 
 class SqlAlchemyLink:
-    """A link over an SQLAlchemy connection or session (SQLite, and use cases already in a session)."""
+    """A link over an SQLAlchemy connection or session (use cases already in a session)."""
 
     def __init__(self, conn: AsyncConnection | AsyncSession) -> None:
         self.conn = conn

@@ -49,10 +49,13 @@ class WriteLock:
         """Wait for the lock (from SQLAlchemy's synchronous code, inside its greenlet) and give it to
         `holder`. Outside a greenlet (the engine driven synchronously) SQLite's own lock is left to
         order the writers."""
-        if not in_greenlet():
-            return
+        if in_greenlet():
+            await_(self.take(holder))
+
+    async def take(self, holder: object) -> None:
+        """Wait for the lock from async code (a `SqliteLink`'s transaction) and give it to `holder`."""
         lock = self._lock_of_running_loop()
-        await_(self._wait(lock))
+        await self._wait(lock)
         self._holder, self._held = holder, lock
 
     def release(self, holder: object) -> None:

@@ -65,9 +65,16 @@ async def test_a_failing_transaction_leaves_nothing(rt: Runtime) -> None:
     assert counted is not None and counted["n"] == 0
 
 
+async def test_links_refuse_expanding_lists_on_both_databases(rt: Runtime) -> None:
+    """Statements are compiled once: a list must go in as an array (PostgreSQL), never expanded."""
+    async with rt.db.read_link() as link:
+        with pytest.raises(ValueError, match="expanding"):
+            await link.rows(EXPANDING, {"ids": [1, 2]})
+
+
 async def test_postgresql_links_bind_arrays_and_refuse_expanding_lists(rt: Runtime) -> None:
     if rt.db.dialect != "postgresql":
-        pytest.skip("arrays and compiled statements are the PostgreSQL link's")
+        pytest.skip("arrays are PostgreSQL's")
     ids = [await add_rate(rt, "arrays", "7"), await add_rate(rt, "arrays", "8", quote="KZT")]
 
     async with rt.db.link(transaction=False) as link:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -359,7 +360,7 @@ async def process(
         if signing_secret is None and not isinstance(exc, MerchantUnknown):
             signing_secret = await _hinted_secret(rt, request, key_kind)
         return Outcome(error_fields(exc), signing_secret, script)
-    except (IntegrityError, UniqueViolationError):
+    except (IntegrityError, UniqueViolationError, sqlite3.IntegrityError):
         # The same request applied concurrently: the first one's answer is this one's too.
         if merchant is not None and recording is not None:
             async with rt.db.read_link() as link:
