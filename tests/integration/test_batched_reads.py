@@ -79,6 +79,8 @@ async def test_a_failing_batch_fails_every_read_in_it_and_the_next_batch_runs(rt
 
 
 async def test_a_cancelled_read_leaves_the_others_of_its_batch_answered(rt: Runtime) -> None:
+    if rt.db.dialect != "postgresql":
+        pytest.skip("SQLite reads each statement on its own: nothing to batch")
     reads = [asyncio.ensure_future(rt.db.read_row(DIVIDE, {"by": by})) for by in (1, 2, 5)]
     await asyncio.sleep(0)
     reads[1].cancel()
